@@ -1,0 +1,96 @@
+'use strict';
+// npm preinstall: make sure the system parts FUSE needs are on this machine.
+//
+// fuse-native is rebuilt (native-deps/build.cjs) against Debian's libfuse2
+// (/lib/<triplet>/libfuse.so.2). libfuse2 mounts directly when run as root and
+// otherwise execs the setuid-root helper `fusermount` (first /bin/fusermount,
+// then $PATH). On Debian 12 that name comes from the fuse3 package, which ships
+// /bin/fusermount3 (setuid root) plus a compat symlink /bin/fusermount ->
+// fusermount3; fusermount3 speaks the same mount protocol libfuse2 uses.
+// fuse-native's own unmount also runs `fusermount -uz`, even as root.
+//
+// As root, anything missing is installed with apt-get; otherwise one line
+// names the command to run and the install stops. Headers come from the
+// fuse-shared-library-linux npm package, so no -dev package is needed.
+// A /dev/fuse of mode 0600 is left alone (udev normally makes it 0666; the
+// mount tests fix it when they run as root).
+
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+
+const TRIPLETS = { x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu', arm: 'arm-linux-gnueabihf' };
+
+function findLibfuse2() {
+  const triplet = TRIPLETS[process.arch];
+  const dirs = [];
+  if (triplet) dirs.push(`/lib/${triplet}`, `/usr/lib/${triplet}`);
+  dirs.push('/lib64', '/usr/lib64', '/lib', '/usr/lib');
+  return dirs.map((d) => path.join(d, 'libfuse.so.2')).find((p) => fs.existsSync(p));
+}
+
+function onPath(name) {
+  const dirs = ['/bin', '/usr/bin', ...(process.env.PATH || '').split(':').filter(Boolean)];
+  for (const dir of dirs) {
+    const p = path.join(dir, name);
+    if (fs.existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+function isSetuidRoot(file) {
+  try {
+    const st = fs.statSync(file); // follows the fusermount -> fusermount3 symlink
+    return st.uid === 0 && (st.mode & 0o4000) !== 0;
+  } catch {
+    return false;
+  }
+}
+
+function missingPackages() {
+  const pkgs = [];
+  if (!findLibfuse2()) pkgs.push('libfuse2');
+  const fusermount = onPath('fusermount');
+  if (!fusermount || !isSetuidRoot(fusermount)) pkgs.push('fuse3');
+  if (!onPath('make')) pkgs.push('make');
+  if (!onPath('g++')) pkgs.push('g++');
+  if (!onPath('python3')) pkgs.push('python3');
+  return pkgs;
+}
+
+function aptInstall(pkgs) {
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const run = (args) => {
+    const r = spawnSync('apt-get', args, { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    if (r.error || r.status !== 0) {
+      process.stderr.write((r.stdout || '') + (r.stderr || '') + (r.error ? String(r.error) + '\n' : ''));
+      return false;
+    }
+    return true;
+  };
+  console.log(`thinfs: installing ${pkgs.join(' ')} with apt-get`);
+  return run(['update', '-qq']) && run(['install', '-y', '-qq', '--no-install-recommends', ...pkgs]);
+}
+
+function main() {
+  if (process.platform !== 'linux') {
+    console.error('thinfs: needs Linux (FUSE through libfuse2); this is ' + process.platform);
+    return 1;
+  }
+  const pkgs = missingPackages();
+  if (pkgs.length === 0) return 0;
+
+  const cmd = `apt-get install -y --no-install-recommends ${pkgs.join(' ')}`;
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (!isRoot || !onPath('apt-get')) {
+    console.error(`thinfs: missing ${pkgs.join(', ')}; run: sudo apt-get update && sudo ${cmd}`);
+    return 1;
+  }
+  if (!aptInstall(pkgs) || missingPackages().length > 0) {
+    console.error(`thinfs: could not install ${pkgs.join(', ')}; run: apt-get update && ${cmd}`);
+    return 1;
+  }
+  return 0;
+}
+
+process.exitCode = main();

@@ -1,0 +1,40 @@
+/**
+ * The `thinfs` command line: global options, one module per command under commands/.
+ * Every command parses its options into an options object, runs one operation
+ * (daemon/client.ts: through the pool's daemon when one runs) and formats the result.
+ * Commander's own errors are thrown (exitOverride), not printed, so that cli/errors.ts
+ * turns every failure into one line on stderr.
+ */
+import { Command, Option } from 'commander';
+import { configureLog } from '../log.js';
+import { packageVersion } from './version.js';
+import * as check from './commands/check.js';
+import * as info from './commands/info.js';
+import * as init from './commands/init.js';
+import * as resize from './commands/resize.js';
+import * as trim from './commands/trim.js';
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Commands in the order help lists them; later ones (import, create, mount, ...) register here too. */
+const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim];
+
+/** Build the program; `parseAsync` rejects with a CommanderError, UsageError or ThinfsError. */
+export function buildProgram(): Command {
+  const program = new Command('thinfs')
+    .description('thin-provisioned snapshot storage for containers: a devicemapper-style thin pool on a sparse file, mounted through FUSE')
+    .version(packageVersion(), '-V, --version', 'print the version')
+    .option('--root <dir>', 'pool root directory (default: $THINFS_ROOT, else /var/lib/thinfs as root, else $XDG_DATA_HOME/thinfs or ~/.local/share/thinfs)')
+    .addOption(new Option('--log-level <level>', 'log level (default: $THINFS_LOG_LEVEL or error)').choices(LOG_LEVELS))
+    .exitOverride()
+    .configureOutput({ outputError: () => {} })
+    .showSuggestionAfterError(true);
+  // A command answers with its output or its one error line; the pool's warnings (ENOSPC,
+  // needs_check) repeat what that answer says, so they show from --log-level warn on.
+  program.hook('preAction', () => {
+    const { logLevel } = program.opts<{ logLevel?: string }>();
+    configureLog({ level: logLevel ?? process.env.THINFS_LOG_LEVEL ?? 'error', pretty: process.stderr.isTTY === true });
+  });
+  for (const c of COMMANDS) c.register(program);
+  return program;
+}

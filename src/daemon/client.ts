@@ -1,0 +1,111 @@
+/**
+ * Running an operation for a command: through the pool's daemon when one answers on
+ * ROOT/run/thinfs.sock (it owns the pool: one writer, one allocator), otherwise in this
+ * process. A socket file nobody listens on (a daemon that was killed) means no daemon.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { fail, type ErrnoCode } from '../errors.js';
+import { logger } from '../log.js';
+import { LOCAL_OPS, OPS } from './ops/index.js';
+import { errorFromWire, socketAddress, socketPath, type OpRequest, type OpResponse } from './protocol.js';
+
+const log = logger('client');
+
+/** Run operation `name` for the pool under `root`: in its daemon when one runs, else here. */
+export async function runOp<R = unknown>(root: string, name: string, args: object = {}): Promise<R> {
+  if (!LOCAL_OPS.has(name)) {
+    const daemon = await connectDaemon(root);
+    if (daemon !== undefined) {
+      try {
+        log.debug({ op: name, root }, 'sending the operation to the daemon');
+        return (await call(daemon, root, name, args)) as R;
+      } finally {
+        daemon.destroy();
+      }
+    }
+  }
+  return runLocal<R>(root, name, args);
+}
+
+/** Run operation `name` in this process, opening the pool itself. */
+export async function runLocal<R = unknown>(root: string, name: string, args: object = {}): Promise<R> {
+  const op = OPS[name];
+  if (op === undefined) throw fail('EINVAL', 'run', name, 'unknown operation');
+  return (await op({ root }, args)) as R;
+}
+
+/** A connection to the daemon of `root`, or undefined when none runs. */
+function connectDaemon(root: string): Promise<net.Socket | undefined> {
+  const file = socketPath(root);
+  if (!fs.existsSync(file)) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    let addr: ReturnType<typeof socketAddress>;
+    try {
+      addr = socketAddress(root);
+    } catch (err) {
+      reject(fail('EIO', 'connect', file, `cannot reach the thinfs daemon (${(err as Error).message})`));
+      return;
+    }
+    const sock = net.createConnection({ path: addr.path });
+    sock.once('connect', () => {
+      addr.release();
+      sock.removeAllListeners('error');
+      resolve(sock);
+    });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      addr.release();
+      sock.destroy();
+      if (err.code === 'ECONNREFUSED' || err.code === 'ENOENT') {
+        log.debug({ socket: file }, 'stale control socket: no daemon runs');
+        resolve(undefined);
+      } else {
+        const code = (err.code ?? 'EIO') as ErrnoCode;
+        reject(fail(code, 'connect', file, `cannot reach the thinfs daemon (${err.message})`));
+      }
+    });
+  });
+}
+
+/** Send one request and wait for its response. */
+function call(sock: net.Socket, root: string, op: string, args: object): Promise<unknown> {
+  const id = 1;
+  const request: OpRequest = { id, op, args };
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    let settled = false;
+    const settle = (fn: () => void) => {
+      if (!settled) {
+        settled = true;
+        fn();
+      }
+    };
+    sock.setEncoding('utf8');
+    sock.on('data', (chunk: string) => {
+      buffered += chunk;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.trim() === '') continue;
+        let res: OpResponse;
+        try {
+          res = JSON.parse(line) as OpResponse;
+        } catch {
+          settle(() => reject(fail('EIO', op, socketPath(root), 'the thinfs daemon sent a response that is not JSON')));
+          return;
+        }
+        if (res.id !== id) continue;
+        if (res.ok) settle(() => resolve(res.result));
+        else settle(() => reject(errorFromWire(res.error ?? { code: 'EIO', message: 'the thinfs daemon failed without saying why' })));
+        return;
+      }
+    });
+    sock.on('error', (err) => settle(() => reject(fail('EIO', op, socketPath(root), `lost the thinfs daemon (${err.message})`))));
+    sock.on('close', () =>
+      settle(() => reject(fail('EIO', op, socketPath(root), `the thinfs daemon closed the connection without answering; see its log in ${path.join(root, 'logs')}`))),
+    );
+    sock.write(`${JSON.stringify(request)}\n`);
+  });
+}

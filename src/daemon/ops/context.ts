@@ -1,0 +1,143 @@
+/**
+ * How an operation reaches the pool.
+ *
+ * In the daemon, `ctx.pool` is the daemon's open pool: an operation uses it and commits
+ * what it changed, but never closes or aborts it (an abort would also drop the
+ * uncommitted writes of every mounted view). Without a daemon, `ctx.pool` is unset and
+ * `withPool` opens the pool for this one operation:
+ *  - queries open it read-only: a query never writes (no migration, no punching, no
+ *    completion of deferred deletions), so it is safe beside a daemon that is just
+ *    starting, and can't change a pool that is damaged or not ours;
+ *  - changes first open it read-only to make sure the metadata is a thinfs pool (a
+ *    read-write open switches any SQLite file to WAL before it can be refused), then
+ *    read-write; committed and closed on success, closed without commit on failure.
+ * SQLite errors (a corrupt or truncated metadata file) become ThinfsErrors, and a failed
+ * open removes the empty -wal/-shm companions it created, so bad metadata is left exactly
+ * as it was found.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fail, isThinfsError } from '../../errors.js';
+import { Pool } from '../../pool/index.js';
+
+export interface OpContext {
+  /** The pool root (absolute). */
+  root: string;
+  /** The daemon's open pool, when the operation runs inside the daemon. */
+  pool?: Pool;
+}
+
+/** One operation: JSON-serialisable args in (validated by the operation), JSON-serialisable result out. */
+export type OpFn = (ctx: OpContext, args: unknown) => unknown;
+
+/** What an operation does with the pool. */
+export type Access = 'read' | 'write';
+
+/** Run `fn` on the context's pool, or on the pool opened for it (see the top of this file). */
+export async function withPool<R>(ctx: OpContext, access: Access, fn: (pool: Pool) => R | Promise<R>): Promise<R> {
+  if (ctx.pool !== undefined) {
+    const result = await guardSqlite(ctx.root, () => fn(ctx.pool!));
+    if (access === 'write') ctx.pool.commit();
+    return result;
+  }
+  if (access === 'write') openDirect(ctx.root, true).close();
+  const pool = openDirect(ctx.root, access === 'read');
+  let result: R;
+  try {
+    result = await guardSqlite(ctx.root, () => fn(pool));
+  } catch (err) {
+    try {
+      pool.close({ commit: false });
+    } catch {
+      /* the first error is the one to report */
+    }
+    throw err;
+  }
+  await guardSqlite(ctx.root, () => pool.close({ commit: access === 'write' }));
+  return result;
+}
+
+function metadataFile(root: string): string {
+  return path.join(root, 'pool', 'metadata.db');
+}
+
+/** Pool.open, leaving no SQLite companions behind when it fails. */
+function openDirect(root: string, readOnly: boolean): Pool {
+  const meta = metadataFile(root);
+  const companions = [`${meta}-wal`, `${meta}-shm`].filter((f) => !fs.existsSync(f));
+  try {
+    return guardSqliteSync(root, () => Pool.open(root, { readOnly }));
+  } catch (err) {
+    const wal = companions.find((f) => f.endsWith('-wal'));
+    // Only files this open created, and only an empty log: nothing of anybody's is lost.
+    if (wal === undefined || !fs.existsSync(wal) || fs.statSync(wal).size === 0) {
+      for (const f of companions) fs.rmSync(f, { force: true });
+    }
+    throw err;
+  }
+}
+
+async function guardSqlite<R>(root: string, fn: () => R | Promise<R>): Promise<R> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw translateSqlite(root, err);
+  }
+}
+
+function guardSqliteSync<R>(root: string, fn: () => R): R {
+  try {
+    return fn();
+  } catch (err) {
+    throw translateSqlite(root, err);
+  }
+}
+
+/** SQLite's own errors as ThinfsErrors; anything else unchanged. */
+function translateSqlite(root: string, err: unknown): unknown {
+  if (isThinfsError(err)) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return err;
+  const message = (err as Error).message;
+  const file = metadataFile(root);
+  if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
+    return fail('EINVAL', 'open', file, `metadata is not a thinfs pool or is corrupt (${message})`);
+  }
+  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
+    return fail('EBUSY', 'metadata', file, `the pool metadata is locked by another process (${message})`);
+  }
+  if (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_PERM')) return fail('EROFS', 'metadata', file, message);
+  if (code.startsWith('SQLITE_CANTOPEN')) return fail('EACCES', 'metadata', file, message);
+  if (code.startsWith('SQLITE_FULL')) return fail('ENOSPC', 'metadata', file, message);
+  return fail('EIO', 'metadata', file, message);
+}
+
+/** The arguments object of a request; EINVAL when it is not an object. */
+export function argsObject(op: string, raw: unknown): Record<string, unknown> {
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw fail('EINVAL', op, undefined, 'arguments must be an object');
+  return raw as Record<string, unknown>;
+}
+
+/** An optional finite number argument. */
+export function optNumber(op: string, args: Record<string, unknown>, key: string): number | undefined {
+  const v = args[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw fail('EINVAL', op, undefined, `argument '${key}' must be a number`);
+  return v;
+}
+
+/** A required finite number argument. */
+export function reqNumber(op: string, args: Record<string, unknown>, key: string): number {
+  const v = optNumber(op, args, key);
+  if (v === undefined) throw fail('EINVAL', op, undefined, `argument '${key}' is required`);
+  return v;
+}
+
+/** An optional boolean argument (default false). */
+export function optBool(op: string, args: Record<string, unknown>, key: string): boolean {
+  const v = args[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== 'boolean') throw fail('EINVAL', op, undefined, `argument '${key}' must be true or false`);
+  return v;
+}

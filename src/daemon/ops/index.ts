@@ -1,0 +1,17 @@
+/**
+ * Every operation a command can ask for, by name: the one table the CLI (running an
+ * operation itself) and the daemon (answering its control socket) both dispatch through.
+ * Each module contributes a record; add a module by spreading its record here.
+ */
+import type { OpFn } from './context.js';
+import { POOL_OPS } from './pool-ops.js';
+
+export type { OpContext, OpFn } from './context.js';
+export type { CheckResult, InfoResult, ResizeResult, TrimResult } from './pool-ops.js';
+
+export const OPS: Record<string, OpFn> = {
+  ...POOL_OPS,
+};
+
+/** Operations that must run in the calling process, never in a daemon (init: there is no pool yet). */
+export const LOCAL_OPS: ReadonlySet<string> = new Set(['init']);

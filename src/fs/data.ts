@@ -1,0 +1,78 @@
+/**
+ * File data: the bytes of regular files, kept by the pool's thin device under each
+ * inode's data key. The filesystem never computes where a block sits; it asks the device.
+ *
+ * Copy-on-write rules (the pool does the block work, these are the file-level ones):
+ *  - A write goes to the device at the file offset; the pool allocates unmapped blocks
+ *    and copies exactly the blocks a lower layer maps, once. The size grows to cover it.
+ *  - Bytes past a file's size always read as zeros: every shrink discards the blocks past
+ *    the new end and zeroes the tail of the last one (pool truncate), so growing again —
+ *    by truncate or by a write past the end — shows zeros even where lower layers hold
+ *    old data.
+ *  - ... and growing never trusts the bytes past the old end: a write the pool did in
+ *    place into an own block is not undone by a crash that rolls its size change back,
+ *    so before a file grows (truncate up, or a write that starts past the end) the old
+ *    last block's bytes past the old end are zeroed when that block is mapped.
+ *  - Truncating to zero a file whose data key lower layers may map takes a FRESH data key
+ *    in the top layer: the old key's lower blocks become unreachable without writing a
+ *    hiding row per block (O(1) for a 1 GiB lower file); the top layer's own blocks of
+ *    the old key are freed.
+ *  - When the last name of a file goes and no handle holds it, its blocks in the top
+ *    layer are freed (removeKey); the pool punches them out after the next commit. Lower
+ *    layers are never changed.
+ */
+import type { FileKey, ThinDevice } from '../pool/index.js';
+import type { Inode } from './inodes.js';
+
+export class FileData {
+  constructor(private readonly dev: ThinDevice) {}
+
+  /** Up to `length` bytes from `offsetBytes`, short at end of file. */
+  read(inode: Inode, offsetBytes: number, length: number): Buffer {
+    const n = Math.max(0, Math.min(length, inode.size - offsetBytes));
+    const buf = Buffer.allocUnsafe(n);
+    if (n > 0) this.dev.read(inode.dataKey, offsetBytes, buf);
+    return buf;
+  }
+
+  /** Write `data` at `offsetBytes`; returns the new file size. */
+  write(inode: Inode, offsetBytes: number, data: Uint8Array): number {
+    if (offsetBytes > inode.size) this.zeroPastEnd(inode, offsetBytes);
+    this.dev.write(inode.dataKey, offsetBytes, data);
+    return Math.max(inode.size, offsetBytes + data.byteLength);
+  }
+
+  /**
+   * Make the blocks agree with a new size. Returns the data key the inode must use from
+   * now on (a fresh one when `freshKey` is given and the old key's data lives below).
+   */
+  truncate(inode: Inode, sizeBytes: number, freshKey: () => FileKey): FileKey {
+    if (sizeBytes === 0 && inode.dataBelow) {
+      this.dev.removeKey(inode.dataKey);
+      return freshKey();
+    }
+    if (sizeBytes < inode.size) this.dev.truncate(inode.dataKey, sizeBytes);
+    else if (sizeBytes > inode.size) this.zeroPastEnd(inode, sizeBytes);
+    return inode.dataKey;
+  }
+
+  /** Zero the old last block from the current end up to `uptoBytes` (within that block), if mapped. */
+  private zeroPastEnd(inode: Inode, uptoBytes: number): void {
+    const bs = this.dev.blockSizeBytes;
+    if (inode.size % bs === 0) return;
+    const fb = Math.floor(inode.size / bs);
+    if (this.dev.findBlock(inode.dataKey, fb) === undefined) return;
+    const end = Math.min(uptoBytes, (fb + 1) * bs);
+    this.dev.write(inode.dataKey, inode.size, Buffer.alloc(end - inode.size));
+  }
+
+  /** Free the device's own blocks of a file that is gone. */
+  remove(inode: Inode): void {
+    this.dev.removeKey(inode.dataKey);
+  }
+
+  /** Free the device's own blocks under `key`. */
+  removeKey(key: FileKey): void {
+    this.dev.removeKey(key);
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * Directory entries and whiteouts — the only module that knows how they are stored.
+ *
+ * An entry is a row (parent inode, name, layer) -> child inode and its file type. A
+ * device sees, per (parent, name), the row of the nearest layer in its chain. A row whose
+ * child is NULL is a WHITEOUT: the name is gone in that layer and everything below is
+ * hidden. A whiteout is written only when a lower layer still shows the name; otherwise
+ * the top layer's row is simply deleted.
+ *
+ * Opaque directories need no marker: a directory's entries are keyed by its inode number,
+ * so a fresh directory inode (makeOpaque, or rmdir + mkdir) has no lower entries at all.
+ * A directory rename rewrites two rows and moves the whole subtree in O(1).
+ */
+import type { Db, LayerId } from '../pool/index.js';
+import type { Ino } from './types.js';
+import { posOf, type View } from './view.js';
+
+/** A visible directory entry. */
+export interface Entry {
+  ino: Ino;
+  /** File type bits (S_IFDIR, ...). */
+  type: number;
+}
+
+/** A change the top layer makes to one name, for changes(). */
+export interface NameChange {
+  parent: Ino;
+  name: string;
+  /** What the layers below show (undefined: nothing). */
+  before: Entry | undefined;
+  /** What the device shows now (undefined: deleted). */
+  after: Entry | undefined;
+}
+
+type Row = { layer: LayerId; child: Ino | null; type: number };
+type NamedRow = Row & { name: string };
+
+export class DirentTable {
+  private readonly st;
+
+  constructor(
+    db: Db,
+    private readonly view: View,
+  ) {
+    this.st = {
+      rows: db.prepare('SELECT layer, child, type FROM fs_dirents WHERE parent = ? AND name = ?'),
+      dir: db.prepare('SELECT name, layer, child, type FROM fs_dirents WHERE parent = ?'),
+      upsert: db.prepare(
+        `INSERT INTO fs_dirents (parent, name, layer, child, type) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (parent, name, layer) DO UPDATE SET child = excluded.child, type = excluded.type`,
+      ),
+      remove: db.prepare('DELETE FROM fs_dirents WHERE parent = ? AND name = ? AND layer = ?'),
+      removeDir: db.prepare('DELETE FROM fs_dirents WHERE parent = ? AND layer = ?'),
+      top: db.prepare('SELECT parent, name, child, type FROM fs_dirents WHERE layer = ?'),
+      topOfDir: db.prepare('SELECT child AS ino, type FROM fs_dirents WHERE parent = ? AND layer = ? AND child IS NOT NULL'),
+      byChild: db.prepare('SELECT parent, name, layer FROM fs_dirents WHERE child = ?'),
+    };
+  }
+
+  /** The entry `name` of directory `parent`, or undefined. */
+  lookup(parent: Ino, name: string): Entry | undefined {
+    return this.nearest(this.st.rows.all(parent, name) as Row[], 0);
+  }
+
+  /** All visible entries of directory `parent` (one query, merged over the chain). */
+  list(parent: Ino): Map<string, Entry> {
+    const best = new Map<string, { pos: number; row: NamedRow }>();
+    for (const r of this.st.dir.iterate(parent) as Iterable<NamedRow>) {
+      const p = posOf(this.view, r.layer);
+      if (p === undefined) continue;
+      const b = best.get(r.name);
+      if (b === undefined || p < b.pos) best.set(r.name, { pos: p, row: r });
+    }
+    const out = new Map<string, Entry>();
+    for (const [name, { row }] of best) if (row.child !== null) out.set(name, { ino: row.child, type: row.type });
+    return out;
+  }
+
+  /** True when directory `parent` shows no entries in any layer. */
+  isEmpty(parent: Ino): boolean {
+    return this.list(parent).size === 0;
+  }
+
+  /** Make `name` in `parent` point at `child` (in the top layer, replacing any whiteout). */
+  insert(parent: Ino, name: string, child: Entry): void {
+    this.st.upsert.run(parent, name, this.view.chain.top, child.ino, child.type);
+  }
+
+  /** Remove `name` from `parent`: a whiteout when a lower layer shows it, else no row at all. */
+  remove(parent: Ino, name: string): void {
+    const rows = this.st.rows.all(parent, name) as Row[];
+    const top = this.view.chain.top;
+    if (this.nearest(rows, 1) !== undefined) this.st.upsert.run(parent, name, top, null, 0);
+    else if (rows.some((r) => r.layer === top)) this.st.remove.run(parent, name, top);
+  }
+
+  /** Drop the top layer's rows of a directory that no longer exists (its whiteouts). */
+  removeAll(dir: Ino): void {
+    this.st.removeDir.run(dir, this.view.chain.top);
+  }
+
+  /** The entries directory `dir` holds in the top layer itself (whiteouts excluded). */
+  topEntries(dir: Ino): Entry[] {
+    return this.st.topOfDir.all(dir, this.view.chain.top) as Entry[];
+  }
+
+  /** Every name the top layer changes, with what lies below and what shows now. */
+  topChanges(): NameChange[] {
+    const out: NameChange[] = [];
+    const rows = this.st.top.all(this.view.chain.top) as { parent: Ino; name: string; child: Ino | null; type: number }[];
+    for (const r of rows) {
+      const before = this.nearest(this.st.rows.all(r.parent, r.name) as Row[], 1);
+      const after = r.child === null ? undefined : { ino: r.child, type: r.type };
+      if (before === undefined && after === undefined) continue;
+      out.push({ parent: r.parent, name: r.name, before, after });
+    }
+    return out;
+  }
+
+  /** The visible (parent, name) pairs that point at `ino` (several for hard links). */
+  namesOf(ino: Ino): { parent: Ino; name: string }[] {
+    const out: { parent: Ino; name: string }[] = [];
+    const seen = new Set<string>();
+    for (const r of this.st.byChild.all(ino) as { parent: Ino; name: string; layer: LayerId }[]) {
+      if (posOf(this.view, r.layer) === undefined) continue;
+      const key = `${r.parent}/${r.name}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      if (this.lookup(r.parent, r.name)?.ino === ino) out.push({ parent: r.parent, name: r.name });
+    }
+    return out;
+  }
+
+  /** The nearest row at position >= fromPos; undefined when none or when it is a whiteout. */
+  private nearest(rows: Row[], fromPos: number): Entry | undefined {
+    let best: Row | undefined;
+    let bestPos = Number.MAX_SAFE_INTEGER;
+    for (const r of rows) {
+      const p = posOf(this.view, r.layer);
+      if (p !== undefined && p >= fromPos && p < bestPos) {
+        best = r;
+        bestPos = p;
+      }
+    }
+    return best === undefined || best.child === null ? undefined : { ino: best.child, type: best.type };
+  }
+}

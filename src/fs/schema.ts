@@ -1,0 +1,118 @@
+/**
+ * The filesystem's tables in the pool's metadata database, and the per-pool state every
+ * Filesystem of that pool shares (the "fs superblock").
+ *
+ * Every row is keyed by the pool LAYER it belongs to (`layer REFERENCES layers(id) ON
+ * DELETE CASCADE`), so when the pool collects a layer (a deleted container) its
+ * namespace rows go with it in the same transaction, and nothing here ever needs to know
+ * about device deletion. A device sees the rows of the layers in its chain; the nearest
+ * layer wins (see inodes.ts, dirents.ts, xattrs.ts).
+ *
+ * Inode numbers (and data keys, the FileKeys under which the pool keeps a file's blocks)
+ * come from one pool-wide counter in fs_super, so they are unique across every device
+ * and never change on copy-up or rename. The root directory is inode 1 in every device.
+ */
+import { fail } from '../errors.js';
+import { migrate, type Db, type DevId, type Pool } from '../pool/index.js';
+
+/** Numbered migrations of the fs tables; step i brings the schema to version i+1. */
+const FS_MIGRATIONS: string[] = [
+  `
+  CREATE TABLE fs_super (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    next_ino INTEGER NOT NULL
+  );
+  INSERT INTO fs_super (id, next_ino) VALUES (1, 2);
+  -- One row per (inode, layer) that has its own copy of the attributes. nlink counts
+  -- names; a row with nlink 0 is an unlinked inode kept for open handles (an orphan).
+  CREATE TABLE fs_inodes (
+    ino INTEGER NOT NULL,
+    layer INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    nlink INTEGER NOT NULL,
+    rdev INTEGER NOT NULL,
+    atime INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    ctime INTEGER NOT NULL,
+    target TEXT,
+    data_key INTEGER NOT NULL,
+    PRIMARY KEY (ino, layer)
+  ) WITHOUT ROWID;
+  CREATE INDEX fs_inodes_by_layer ON fs_inodes(layer);
+  -- Directory entries; child NULL is a whiteout (only dirents.ts knows that).
+  CREATE TABLE fs_dirents (
+    parent INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    layer INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+    child INTEGER,
+    type INTEGER NOT NULL,
+    PRIMARY KEY (parent, name, layer)
+  ) WITHOUT ROWID;
+  CREATE INDEX fs_dirents_by_layer ON fs_dirents(layer);
+  CREATE INDEX fs_dirents_by_child ON fs_dirents(child) WHERE child IS NOT NULL;
+  -- Extended attributes; value NULL hides a lower layer's attribute (removed here).
+  CREATE TABLE fs_xattrs (
+    ino INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    layer INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+    value BLOB,
+    PRIMARY KEY (ino, name, layer)
+  ) WITHOUT ROWID;
+  CREATE INDEX fs_xattrs_by_layer ON fs_xattrs(layer);
+  `,
+];
+
+/** Cache generation of one device: bumped by every namespace write, so other Filesystems on it drop stale caches. */
+export interface DeviceSlot {
+  gen: number;
+  /** A writable Filesystem is open on this device. */
+  writer: boolean;
+}
+
+/** State shared by all Filesystems of one pool. */
+export interface FsSuper {
+  db: Db;
+  slots: Map<DevId, DeviceSlot>;
+  allocIno: () => number;
+  peekNextIno: () => number;
+}
+
+const supers = new WeakMap<Pool, FsSuper>();
+
+/** The shared fs state of `pool`, creating (and migrating) the tables on first use. */
+export function fsSuper(pool: Pool): FsSuper {
+  let s = supers.get(pool);
+  if (s !== undefined) return s;
+  const db = pool.metadataDb();
+  if (pool.readOnlyOpen) {
+    const have = db.prepare("SELECT version FROM schema_versions WHERE component = 'fs'").pluck().get() as number | undefined;
+    if (have === undefined) throw fail('EROFS', 'open', pool.root, 'the pool has no filesystem tables yet; open it writable once');
+    if (have > FS_MIGRATIONS.length) throw fail('EINVAL', 'open', pool.root, `fs schema version ${have} is newer than this thinfs understands`);
+  } else {
+    migrate(db, 'fs', FS_MIGRATIONS);
+  }
+  const alloc = db.prepare('UPDATE fs_super SET next_ino = next_ino + 1 WHERE id = 1 RETURNING next_ino - 1 AS ino').pluck();
+  const peek = db.prepare('SELECT next_ino FROM fs_super WHERE id = 1').pluck();
+  s = {
+    db,
+    slots: new Map(),
+    // The caller has joined the pool's transaction (beginWrite), so an abort rolls it back.
+    allocIno: () => alloc.get() as number,
+    peekNextIno: () => peek.get() as number,
+  };
+  supers.set(pool, s);
+  return s;
+}
+
+/** The cache slot of device `dev` in `sup`. */
+export function deviceSlot(sup: FsSuper, dev: DevId): DeviceSlot {
+  let slot = sup.slots.get(dev);
+  if (slot === undefined) {
+    slot = { gen: 0, writer: false };
+    sup.slots.set(dev, slot);
+  }
+  return slot;
+}

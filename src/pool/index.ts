@@ -1,0 +1,44 @@
+/**
+ * The pool's public API (the shape of dm-thin-metadata.h): a pool handle and a device
+ * handle. Nothing outside src/pool knows where a block sits in the data file.
+ *
+ * Creation / opening:
+ *   Pool.create(root, opts)     new pool (root/pool/data + root/pool/metadata.db)
+ *   Pool.open(root, opts)       open; refuses what is not a thinfs pool or a newer schema
+ *   pool.close({ commit })
+ *
+ * Devices (pool handle):
+ *   createThin, createSnapshot (O(1)), setReadOnly, renameDevice,
+ *   deleteDevice (deferred while open or with snapshots), openDevice -> ThinDevice,
+ *   findDevice, getDevice, listDevices, childrenOf, chainOf
+ *
+ * Block I/O (device handle, keyed by (file key, file block)):
+ *   findBlock, read, write (allocate-on-demand, one-block copy-on-write),
+ *   discard (free own + hide lower), truncate, removeKey, counts, close
+ *
+ * Space and transactions:
+ *   status, mode, resize (grow only), trim, beginWrite, commit, abort, check({ repair })
+ *
+ * Filesystem tables live in the same database (metadataDb + migrate) so one commit
+ * covers both; addHooks lets them flush before commit and drop caches on abort.
+ */
+export { Pool, ThinDevice, DEFAULTS, KiB, MiB, GiB } from './pool.js';
+export type { Chain, FoundBlock, TransactionHooks } from './pool.js';
+export { migrate } from './metadata.js';
+export type { Db } from './metadata.js';
+export type {
+  AutoextendOptions,
+  CheckIssue,
+  CheckReport,
+  DevId,
+  DeviceInfo,
+  DeviceKind,
+  FBlock,
+  FileKey,
+  LayerId,
+  PBlock,
+  PoolCreateOptions,
+  PoolMode,
+  PoolOpenOptions,
+  PoolStatus,
+} from './types.js';
