@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <node_api.h>
 
 static const char *errno_name (int e) {
@@ -34,6 +35,7 @@ static const char *errno_name (int e) {
     case EROFS: return "EROFS";
     case EACCES: return "EACCES";
     case EDQUOT: return "EDQUOT";
+    case EWOULDBLOCK: return "EAGAIN";
     default: return "EUNKNOWN";
   }
 }
@@ -92,11 +94,35 @@ static napi_value preallocate (napi_env env, napi_callback_info info) {
   return do_fallocate(env, info, FALLOC_FL_KEEP_SIZE);
 }
 
+// tryLockExclusive(fd): flock(LOCK_EX | LOCK_NB). true when taken, false when another
+// open file description holds it. The kernel drops the lock when the holder dies, so a
+// killed daemon never leaves a stale lock behind (a pid file would).
+static napi_value try_lock_exclusive (napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || napi_get_value_int32(env, argv[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, "EINVAL", "expected (fd)");
+    return NULL;
+  }
+  int r;
+  do {
+    r = flock(fd, LOCK_EX | LOCK_NB);
+  } while (r != 0 && errno == EINTR);
+  napi_value out;
+  if (r != 0 && errno != EWOULDBLOCK) return throw_errno(env, errno, "flock");
+  napi_get_boolean(env, r == 0, &out);
+  return out;
+}
+
 NAPI_MODULE_INIT () {
   napi_value fn;
   napi_create_function(env, "punchHole", NAPI_AUTO_LENGTH, punch_hole, NULL, &fn);
   napi_set_named_property(env, exports, "punchHole", fn);
   napi_create_function(env, "preallocate", NAPI_AUTO_LENGTH, preallocate, NULL, &fn);
   napi_set_named_property(env, exports, "preallocate", fn);
+  napi_create_function(env, "tryLockExclusive", NAPI_AUTO_LENGTH, try_lock_exclusive, NULL, &fn);
+  napi_set_named_property(env, exports, "tryLockExclusive", fn);
   return exports;
 }

@@ -82,14 +82,16 @@ export function openDb(file: string, opts: { readOnly?: boolean; mustExist?: boo
     throw fail('EINVAL', 'open', file, `cannot open metadata: ${(err as Error).message}`);
   }
   try {
-    if (!opts.readOnly) db.pragma('journal_mode = WAL');
+    // Probe before changing anything: a file that is not SQLite fails here with
+    // SQLITE_NOTADB, and a foreign SQLite file must not be switched to WAL.
+    db.prepare('SELECT count(*) FROM sqlite_master').get();
+    const ours = db.prepare("SELECT 1 FROM sqlite_master WHERE type='table' AND name='superblock'").get();
+    if (!opts.readOnly && (ours !== undefined || !opts.mustExist)) db.pragma('journal_mode = WAL');
     // FULL: a COMMIT has fsynced the WAL when it returns (crash rule 3).
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
     db.pragma('busy_timeout = 5000');
     db.pragma('cache_size = -65536');
-    // Probe: a file that is not SQLite fails here with SQLITE_NOTADB.
-    db.prepare('SELECT count(*) FROM sqlite_master').get();
   } catch (err) {
     db.close();
     throw fail('EINVAL', 'open', file, `metadata is not a thinfs pool or is corrupt (${(err as Error).message})`);

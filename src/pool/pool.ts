@@ -32,7 +32,13 @@
  *  5. After a crash the uncommitted transaction is simply gone: its allocations are free
  *     again (the high-water mark is in the superblock), their stray data is punched on
  *     the next open beyond the high-water mark, or by `trim`.
- *  6. Inconsistency found on open (data file shorter than the mapped blocks, a newer
+ *  6. A block the device already owns is overwritten in place (as dm-thin does; a
+ *     copy per write after every commit would cost 16x on 4 KiB random writes). Such
+ *     unsynced overwrites may or may not survive a crash — like a file system without
+ *     data journaling; fsync (commit) makes them durable. Changes that only metadata
+ *     decides (truncate's zeroed tail) never overwrite committed data: they move it.
+ *  7. One writer: a read-write open holds flock on pool/lock (EBUSY for a second one).
+ *  8. Inconsistency found on open (data file shorter than the mapped blocks, a newer
  *     schema, needs_check already set) leaves the pool read-only with needs_check set,
  *     until `check --repair`.
  *
@@ -43,7 +49,7 @@ import * as path from 'node:path';
 import { fail, ThinfsError } from '../errors.js';
 import { logger } from '../log.js';
 import { createPoolSchema, MAGIC, openDb, POOL_SCHEMA_VERSION, verifyPoolSchema, type Db } from './metadata.js';
-import { punchHole } from './punch.js';
+import { punchHole, tryLockExclusive } from './punch.js';
 import type {
   AutoextendOptions,
   CheckIssue,
@@ -162,13 +168,14 @@ export class Pool {
   private freeReusable = 0;
   private freePending = 0;
   private pendingPunch: PBlock[] = [];
-  private allocatedInTx: PBlock[] = [];
+  private allocatedInTx = new Set<PBlock>();
   private inTx = false;
   private hwmAtTxStart = 0;
   private outOfSpace = false;
   private failed = false;
   private hooks: TransactionHooks[] = [];
   private punchSupported = true;
+  private lockFd = -1;
 
   private readonly st: ReturnType<Pool['prepare']>;
 
@@ -269,7 +276,23 @@ export class Pool {
       throw fail('ENOENT', 'open', root, 'no thinfs pool here; run `thinfs init` first');
     }
     const readOnly = opts.readOnly ?? false;
-    const db = openDb(metadataFile, { readOnly, mustExist: true });
+    // One writer per pool: a read-write open holds flock on pool/lock for its lifetime
+    // (the kernel drops it if the process dies, so a killed daemon leaves no stale lock).
+    let lockFd = -1;
+    if (!readOnly) {
+      lockFd = fs.openSync(path.join(root, 'pool', 'lock'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
+      if (!tryLockExclusive(lockFd)) {
+        fs.closeSync(lockFd);
+        throw fail('EBUSY', 'open', root, 'the pool is open for writing by another process (a running thinfs daemon?)');
+      }
+    }
+    let db: Db;
+    try {
+      db = openDb(metadataFile, { readOnly, mustExist: true });
+    } catch (err) {
+      if (lockFd >= 0) fs.closeSync(lockFd);
+      throw err;
+    }
     let fd = -1;
     try {
       verifyPoolSchema(db, metadataFile, readOnly);
@@ -280,12 +303,15 @@ export class Pool {
         throw fail('EINVAL', 'open', dataFile, `cannot open the pool data file (${(err as Error).message})`);
       }
       const pool = new Pool(root, db, fd, readOnly);
+      pool.lockFd = lockFd;
       pool.checkOnOpen();
       return pool;
     } catch (err) {
       if (fd >= 0) fs.closeSync(fd);
+      if (lockFd >= 0) fs.closeSync(lockFd);
       db.close();
-      throw err;
+      if (err instanceof ThinfsError) throw err;
+      throw fail('EINVAL', 'open', metadataFile, `metadata is corrupt (${(err as Error).message}); restore it from a backup`);
     }
   }
 
@@ -303,6 +329,8 @@ export class Pool {
     this.db.close();
     fs.closeSync(this.fd);
     this.fd = -1;
+    if (this.lockFd >= 0) fs.closeSync(this.lockFd);
+    this.lockFd = -1;
   }
 
   /** Register transaction hooks (the filesystem flushes and drops its caches through them). */
@@ -588,7 +616,7 @@ export class Pool {
     this.dirtyLayers.clear();
     this.freeReusable += this.freePending;
     this.freePending = 0;
-    this.allocatedInTx = [];
+    this.allocatedInTx = new Set();
     const punch = this.pendingPunch;
     this.pendingPunch = [];
     this.punchBlocks(punch);
@@ -599,8 +627,8 @@ export class Pool {
     if (!this.inTx) return;
     this.db.exec('ROLLBACK');
     this.inTx = false;
-    const stray = this.allocatedInTx;
-    this.allocatedInTx = [];
+    const stray = [...this.allocatedInTx];
+    this.allocatedInTx = new Set();
     this.pendingPunch = [];
     this.loadState();
     // Blocks this transaction allocated hold data nobody maps now: give them back.
@@ -677,6 +705,7 @@ export class Pool {
     }
 
     let repaired = false;
+    let clearedNeedsCheck = false;
     if (repair) {
       this.beginWrite();
       const nFatalBeforeRepair = issues.filter((i) => i.severity === 'fatal').length - (orphanRows > 0 ? 1 : 0);
@@ -690,14 +719,15 @@ export class Pool {
         l.owned = ownedByLayer.get(l.id) ?? 0;
         this.dirtyLayers.add(l.id);
       }
-      if (nFatalBeforeRepair === 0 && this.fdSizeBlocks() >= this.hwm) {
+      if (nFatalBeforeRepair === 0 && this.fdSizeBlocks() >= this.hwm && this.needsCheck) {
         this.db.prepare('UPDATE superblock SET needs_check = 0').run();
         this.needsCheck = false;
+        clearedNeedsCheck = true;
       }
       this.commit();
       this.loadState();
       this.punchBlocks(leaked as PBlock[]);
-      repaired = orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || badCounts > 0;
+      repaired = clearedNeedsCheck || orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || badCounts > 0;
     }
     const nFatal = issues.filter((i) => i.severity === 'fatal').length;
     const nLeak = issues.length - nFatal;
@@ -860,9 +890,19 @@ export class Pool {
     const keepBlocks = Math.ceil(sizeBytes / bs);
     this.discardKey(dev, key, keepBlocks, Number.MAX_SAFE_INTEGER);
     const tail = sizeBytes % bs;
-    if (tail !== 0 && this.findBlock(dev, key, keepBlocks - 1) !== undefined) {
-      this.writeKey(dev, key, sizeBytes, Buffer.alloc(bs - tail));
+    const last = tail === 0 ? undefined : this.findBlock(dev, key, keepBlocks - 1);
+    if (last === undefined) return;
+    if (last.own && !this.allocatedInTx.has(last.pblock)) {
+      // The block holds committed data the file still had before this (uncommitted)
+      // shrink: zeroing it in place would lose that data if we crash before the commit.
+      // Move the block's head to a fresh block instead and free the old one on commit.
+      const block = Buffer.alloc(bs);
+      this.preadFully(block.subarray(0, tail), last.pblock * bs);
+      this.discardKey(dev, key, keepBlocks - 1, keepBlocks);
+      this.writeKey(dev, key, (keepBlocks - 1) * bs, block);
+      return;
     }
+    this.writeKey(dev, key, sizeBytes, Buffer.alloc(bs - tail));
   }
 
   /**
@@ -1168,7 +1208,7 @@ export class Pool {
       this.freeReusable -= out.length;
     }
     while (out.length < n) out.push(this.hwm++ as PBlock);
-    for (const pb of out) this.allocatedInTx.push(pb);
+    for (const pb of out) this.allocatedInTx.add(pb);
     return out;
   }
 

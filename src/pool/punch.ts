@@ -18,6 +18,7 @@ import { fail, type ErrnoCode } from '../errors.js';
 interface NativeAddon {
   punchHole(fd: number, offsetBytes: number, lengthBytes: number): void;
   preallocate(fd: number, offsetBytes: number, lengthBytes: number): void;
+  tryLockExclusive(fd: number): boolean;
 }
 
 let addon: NativeAddon | undefined;
@@ -43,7 +44,7 @@ function loadAddon(): NativeAddon {
   return addon;
 }
 
-function call(fn: keyof NativeAddon, fd: number, offsetBytes: number, lengthBytes: number): void {
+function call(fn: 'punchHole' | 'preallocate', fd: number, offsetBytes: number, lengthBytes: number): void {
   const native = loadAddon();
   try {
     native[fn](fd, offsetBytes, lengthBytes);
@@ -68,4 +69,9 @@ export function punchHole(fd: number, offsetBytes: number, lengthBytes: number):
 /** Reserves disk space for [offsetBytes, offsetBytes + lengthBytes) of `fd` without changing its size. */
 export function preallocate(fd: number, offsetBytes: number, lengthBytes: number): void {
   call('preallocate', fd, offsetBytes, lengthBytes);
+}
+
+/** flock(LOCK_EX | LOCK_NB) on `fd`: true when this process now holds it, false when another does. */
+export function tryLockExclusive(fd: number): boolean {
+  return loadAddon().tryLockExclusive(fd);
 }
