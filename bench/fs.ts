@@ -15,6 +15,7 @@ import { constants } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Table from 'cli-table3';
+import { median, nowMs } from './util.js';
 import { Filesystem } from '../src/fs/index.js';
 import { GiB, KiB, MiB, Pool, type DevId } from '../src/pool/index.js';
 
@@ -48,15 +49,7 @@ function parseArgs(argv: string[]): Args {
   return args;
 }
 
-function nowMs(): number {
-  return Number(process.hrtime.bigint()) / 1e6;
-}
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 /** ops/s of `n` operations done by `fn`. */
 function rate(n: number, fn: () => void): number {

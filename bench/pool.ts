@@ -15,6 +15,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Table from 'cli-table3';
+import { median, nowMs } from './util.js';
 import { GiB, KiB, MiB, Pool, type DevId, type FileKey } from '../src/pool/index.js';
 
 interface Args {
@@ -47,12 +48,6 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-const now = (): number => Number(process.hrtime.bigint()) / 1e6;
-function median(xs: number[]): number {
-  const s = [...xs].sort((p, q) => p - q);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 const KEY = 11 as FileKey;
 const args = parseArgs(process.argv.slice(2));
@@ -99,27 +94,27 @@ for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >
   for (let r = 0; r < args.runs; r++) {
     const p = freshPool();
     const dev = p.pool.openDevice(p.pool.createThin('seq'));
-    let t = now();
+    let t = nowMs();
     for (let i = 0; i < mib; i++) dev.write(KEY, i * MiB, chunk);
     p.pool.commit();
-    pw.push(mib / ((now() - t) / 1000));
+    pw.push(mib / ((nowMs() - t) / 1000));
     const rb = Buffer.alloc(MiB);
-    t = now();
+    t = nowMs();
     for (let i = 0; i < mib; i++) dev.read(KEY, i * MiB, rb);
-    pr.push(mib / ((now() - t) / 1000));
+    pr.push(mib / ((nowMs() - t) / 1000));
     dev.close();
     done(p);
 
     const d = scratch();
     const file = path.join(d, 'plain');
     const fd = fs.openSync(file, 'w+');
-    t = now();
+    t = nowMs();
     for (let i = 0; i < mib; i++) fs.writeSync(fd, chunk, 0, MiB, i * MiB);
     fs.fdatasyncSync(fd);
-    fw.push(mib / ((now() - t) / 1000));
-    t = now();
+    fw.push(mib / ((nowMs() - t) / 1000));
+    t = nowMs();
     for (let i = 0; i < mib; i++) fs.readSync(fd, rb, 0, MiB, i * MiB);
-    fr.push(mib / ((now() - t) / 1000));
+    fr.push(mib / ((nowMs() - t) / 1000));
     fs.closeSync(fd);
     fs.rmSync(d, { recursive: true, force: true });
   }
@@ -142,13 +137,13 @@ for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >
     const dev = p.pool.openDevice(p.pool.createThin('rand'));
     for (let i = 0; i < span / MiB; i++) dev.write(KEY, i * MiB, chunk);
     p.pool.commit();
-    let t = now();
+    let t = nowMs();
     for (const off of offsets) dev.read(KEY, off, b4);
-    rr.push(nOps / ((now() - t) / 1000));
-    t = now();
+    rr.push(nOps / ((nowMs() - t) / 1000));
+    t = nowMs();
     for (const off of offsets) dev.write(KEY, off, b4);
     p.pool.commit();
-    rw.push(nOps / ((now() - t) / 1000));
+    rw.push(nOps / ((nowMs() - t) / 1000));
     dev.close();
     done(p);
 
@@ -156,13 +151,13 @@ for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >
     const fd = fs.openSync(path.join(d, 'plain'), 'w+');
     for (let i = 0; i < span / MiB; i++) fs.writeSync(fd, chunk, 0, MiB, i * MiB);
     fs.fdatasyncSync(fd);
-    t = now();
+    t = nowMs();
     for (const off of offsets) fs.readSync(fd, b4, 0, b4.length, off);
-    prr.push(nOps / ((now() - t) / 1000));
-    t = now();
+    prr.push(nOps / ((nowMs() - t) / 1000));
+    t = nowMs();
     for (const off of offsets) fs.writeSync(fd, b4, 0, b4.length, off);
     fs.fdatasyncSync(fd);
-    prw.push(nOps / ((now() - t) / 1000));
+    prw.push(nOps / ((nowMs() - t) / 1000));
     fs.closeSync(fd);
     fs.rmSync(d, { recursive: true, force: true });
   }
@@ -196,9 +191,9 @@ for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >
     for (const [depth, id] of tops) {
       const dev = p.pool.openDevice(id);
       for (let i = 0; i < fileMiB; i++) dev.read(KEY, i * MiB, rb); // warm
-      const t = now();
+      const t = nowMs();
       for (let rep = 0; rep < 4; rep++) for (let i = 0; i < fileMiB; i++) dev.read(KEY, i * MiB, rb);
-      const v = (4 * fileMiB) / ((now() - t) / 1000);
+      const v = (4 * fileMiB) / ((nowMs() - t) / 1000);
       byDepth.set(depth, [...(byDepth.get(depth) ?? []), v]);
       dev.close();
     }
@@ -228,10 +223,10 @@ for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >
       p.pool.commit();
       const samples: number[] = [];
       for (let i = 0; i < 20; i++) {
-        const t = now();
+        const t = nowMs();
         p.pool.createSnapshot(origin, `s${i}`);
         p.pool.commit();
-        samples.push((now() - t) * 1000);
+        samples.push((nowMs() - t) * 1000);
       }
       out.push(median(samples));
       done(p);
@@ -256,9 +251,9 @@ for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >
     p.pool.commit();
     const before = p.pool.status().dataUsedBytes;
     const b32 = Buffer.alloc(32 * KiB, 3);
-    const t = now();
+    const t = nowMs();
     for (let i = 0; i < n; i++) child.write(KEY, i * 64 * KiB + 16 * KiB, b32);
-    us.push(((now() - t) * 1000) / n);
+    us.push(((nowMs() - t) * 1000) / n);
     allocated = (p.pool.status().dataUsedBytes - before) / n;
     child.close();
     done(p);
