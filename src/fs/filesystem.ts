@@ -28,8 +28,7 @@
  *    security.capability, as Linux does.
  *  - One writable Filesystem per device at a time (EBUSY otherwise); read-only ones may
  *    be open beside it and drop their caches when it writes (a per-device generation).
- *  - st_blocks is the size rounded up to 512-byte units: the pool keeps no per-file
- *    block count (sparse files over-report).
+ *  - st_blocks of a regular file counts the pool blocks its data maps (cached in the pool);
  *  - statfs file counts: 2^32 inodes, minus the pool-wide inode numbers handed out.
  *  - Mutations validate everything before the first write, so an error leaves nothing
  *    half-done; an ENOSPC from the pool comes before the pool changes anything.
@@ -192,13 +191,13 @@ export class Filesystem {
   /** stat(2) of `path` (a symlink itself, not its target). */
   getattr(path: string): Attr {
     this.sync();
-    return toAttr(this.inodeAt(path, 'getattr'), this.pool.blockSizeBytes);
+    return this.attr(this.inodeAt(path, 'getattr'));
   }
 
   /** stat(2) of an open handle (works after the file was unlinked). */
   fgetattr(fh: Fh): Attr {
     this.sync();
-    return toAttr(this.handleInode(this.handles.get(fh, 'fgetattr'), 'fgetattr'), this.pool.blockSizeBytes);
+    return this.attr(this.handleInode(this.handles.get(fh, 'fgetattr'), 'fgetattr'));
   }
 
   /** The inode number at `path`. */
@@ -726,7 +725,8 @@ export class Filesystem {
   // ---------------------------------------------------------------- private: changes
 
   private attr(inode: Inode): Attr {
-    return toAttr(inode, this.pool.blockSizeBytes);
+    const mapped = isReg(inode.mode) ? this.dev.keyMappedBlocks(inode.dataKey) : undefined;
+    return toAttr(inode, this.pool.blockSizeBytes, mapped);
   }
 
   /** A new inode named `s.name` in `s.dir`, owned by the caller (group from a setgid parent). */

@@ -183,10 +183,16 @@ export class InodeTable {
 }
 
 /** stat(2) of an inode. */
-export function toAttr(inode: Inode, blockSizeBytes: number): Attr {
+export function toAttr(inode: Inode, blockSizeBytes: number, mappedBlocks?: number): Attr {
   const size = isDir(inode.mode) ? DIR_SIZE : inode.size;
-  // The pool has no per-file block count; report the size rounded up to 512-byte units.
-  const blocks = isReg(inode.mode) || isLnk(inode.mode) || isDir(inode.mode) ? Math.ceil(size / 512) : 0;
+  // Regular files: the pool blocks their data key maps (sparse files show it); others
+  // hold no data blocks, so report their size rounded up to 512-byte units.
+  const blocks =
+    isReg(inode.mode) && mappedBlocks !== undefined
+      ? (mappedBlocks * blockSizeBytes) / 512
+      : isLnk(inode.mode) || isDir(inode.mode)
+        ? Math.ceil(size / 512)
+        : 0;
   return {
     ino: inode.ino,
     mode: inode.mode,

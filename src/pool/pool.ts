@@ -176,6 +176,8 @@ export class Pool {
   private hooks: TransactionHooks[] = [];
   private punchSupported = true;
   private lockFd = -1;
+  /** Visible mapped blocks per (device, key), for st_blocks; kept exact by every change. */
+  private keyBlocks = new Map<string, number>();
 
   private readonly st: ReturnType<Pool['prepare']>;
 
@@ -630,6 +632,7 @@ export class Pool {
     const stray = [...this.allocatedInTx];
     this.allocatedInTx = new Set();
     this.pendingPunch = [];
+    this.keyBlocks.clear();
     this.loadState();
     // Blocks this transaction allocated hold data nobody maps now: give them back.
     this.punchBlocks(stray);
@@ -847,6 +850,8 @@ export class Pool {
     }
     top.owned += fresh.length;
     top.mapped += newlyMapped;
+    const kb = this.keyBlocks.get(`${dev}:${key}`);
+    if (kb !== undefined) this.keyBlocks.set(`${dev}:${key}`, kb + newlyMapped);
     this.dirtyLayers.add(top.id);
     this.pwriteRuns(writes);
   }
@@ -863,6 +868,7 @@ export class Pool {
     const res = this.resolve(chain, key, fromBlock, toBlock);
     if (res.size === 0) return;
     this.beginWrite();
+    this.keyBlocks.delete(`${dev}:${key}`);
     for (const [fb, r] of res) {
       const lowerVisible = r.lower !== undefined && r.lower !== null;
       if (r.own !== undefined) {
@@ -930,8 +936,25 @@ export class Pool {
       }
     }
     if (!any) return;
+    this.keyBlocks.delete(`${dev}:${key}`);
     this.st.deleteKeyInLayer.run(chain.top, key);
     this.dirtyLayers.add(top.id);
+  }
+
+  /** @internal Blocks of `key` visible through the chain of `dev` (a file's st_blocks). */
+  keyMappedBlocks(dev: DevId, key: FileKey): number {
+    const k = `${dev}:${key}`;
+    let n = this.keyBlocks.get(k);
+    if (n === undefined) {
+      n = 0;
+      for (const r of this.resolve(this.chainOf(dev), key, 0, Number.MAX_SAFE_INTEGER).values()) {
+        const v = r.own !== undefined ? r.own : r.lower;
+        if (v !== undefined && v !== null) n++;
+      }
+      if (this.keyBlocks.size > 100_000) this.keyBlocks.clear();
+      this.keyBlocks.set(k, n);
+    }
+    return n;
   }
 
   /** @internal Mapped and exclusive block counts of a device. */
@@ -1123,6 +1146,7 @@ export class Pool {
 
   /** Drop a device that is not busy, then every layer nobody needs any more. */
   private removeDevice(dev: DeviceRow): void {
+    this.keyBlocks.clear();
     this.st.deleteDevice.run(dev.id);
     this.devices.delete(dev.id);
     this.chains.delete(dev.id);
@@ -1385,6 +1409,11 @@ export class ThinDevice {
   /** Drop this device's own blocks and rows for `key` (the file is gone here). */
   removeKey(key: FileKey): void {
     this.pool.removeKey(this.id, key);
+  }
+
+  /** Blocks of `key` visible through the chain (a file's allocated blocks). */
+  keyMappedBlocks(key: FileKey): number {
+    return this.pool.keyMappedBlocks(this.id, key);
   }
 
   /** Blocks visible through the chain, and blocks only this device maps. */

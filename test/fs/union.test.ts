@@ -659,3 +659,22 @@ describe('union rules', () => {
     expect(readFile(fs, '/f').equals(Buffer.from('a\0\0\0\0\0\0\0\0\0z'))).toBe(true);
   });
 });
+
+describe('st_blocks', () => {
+  it('counts the blocks a sparse file maps, through the chain and after copy-up', () => {
+    mkPool();
+    const base = pool.createThin('base');
+    const fb = fsOf(base);
+    writeFile(fb, '/sparse', Buffer.alloc(10, 1), 0o644, 10 * MiB); // one block at 10 MiB
+    expect(fb.getattr('/sparse').size).toBe(10 * MiB + 10);
+    expect(fb.getattr('/sparse').blocks).toBe((64 * KiB) / 512);
+    closeFs(fb);
+    pool.setReadOnly(base);
+    const c = fsOf(pool.createSnapshot(base, 'c'));
+    expect(c.getattr('/sparse').blocks).toBe((64 * KiB) / 512);
+    writeFile(c, '/sparse', Buffer.alloc(10, 2), 0o644, 0); // a second block, in the container
+    expect(c.getattr('/sparse').blocks).toBe((2 * 64 * KiB) / 512);
+    c.truncate('/sparse', 100);
+    expect(c.getattr('/sparse').blocks).toBe((64 * KiB) / 512);
+  });
+});
