@@ -13,11 +13,21 @@ import * as info from './commands/info.js';
 import * as init from './commands/init.js';
 import * as resize from './commands/resize.js';
 import * as trim from './commands/trim.js';
+import * as mount from './commands/mount.js';
+import * as umount from './commands/umount.js';
+import * as mounts from './commands/mounts.js';
+import * as daemon from './commands/daemon.js';
+import * as importCmd from './commands/import.js';
+import * as create from './commands/create.js';
+import * as commit from './commands/commit.js';
+import * as ls from './commands/ls.js';
+import * as inspect from './commands/inspect.js';
+import * as rm from './commands/rm.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** Commands in the order help lists them; later ones (import, create, mount, ...) register here too. */
-const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim];
+const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, create, commit, ls, inspect, rm, mount, umount, mounts, daemon];
 
 /** Build the program; `parseAsync` rejects with a CommanderError, UsageError or ThinfsError. */
 export function buildProgram(): Command {

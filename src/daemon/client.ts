@@ -14,7 +14,7 @@ import { errorFromWire, socketAddress, socketPath, type OpRequest, type OpRespon
 const log = logger('client');
 
 /** Run operation `name` for the pool under `root`: in its daemon when one runs, else here. */
-export async function runOp<R = unknown>(root: string, name: string, args: object = {}): Promise<R> {
+export async function runOp<R = unknown>(root: string, name: string, args: object = {}, opts: RunOptions = {}): Promise<R> {
   if (!LOCAL_OPS.has(name)) {
     const daemon = await connectDaemon(root);
     if (daemon !== undefined) {
@@ -26,14 +26,27 @@ export async function runOp<R = unknown>(root: string, name: string, args: objec
       }
     }
   }
-  return runLocal<R>(root, name, args);
+  return runLocal<R>(root, name, args, opts);
+}
+
+/** How a command wants an operation run. */
+export interface RunOptions {
+  /** Progress reports of a long operation; only when it runs in this process (the control protocol carries none yet). */
+  onProgress?: (p: unknown) => void;
+}
+
+/** True when a daemon answers on the control socket of `root`. */
+export async function daemonRunning(root: string): Promise<boolean> {
+  const sock = await connectDaemon(root).catch(() => undefined);
+  sock?.destroy();
+  return sock !== undefined;
 }
 
 /** Run operation `name` in this process, opening the pool itself. */
-export async function runLocal<R = unknown>(root: string, name: string, args: object = {}): Promise<R> {
+export async function runLocal<R = unknown>(root: string, name: string, args: object = {}, opts: RunOptions = {}): Promise<R> {
   const op = OPS[name];
   if (op === undefined) throw fail('EINVAL', 'run', name, 'unknown operation');
-  return (await op({ root }, args)) as R;
+  return (await op({ root, progress: opts.onProgress }, args)) as R;
 }
 
 /** A connection to the daemon of `root`, or undefined when none runs. */

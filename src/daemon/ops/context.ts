@@ -19,12 +19,17 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail, isThinfsError } from '../../errors.js';
 import { Pool } from '../../pool/index.js';
+import type { MountService } from './mount-ops.js';
 
 export interface OpContext {
   /** The pool root (absolute). */
   root: string;
   /** The daemon's open pool, when the operation runs inside the daemon. */
   pool?: Pool;
+  /** The daemon's mount table, when the operation runs inside the daemon (mount ops). */
+  mounts?: MountService;
+  /** Progress of a long operation (import), when the caller shows it (a command running it itself). */
+  progress?: (p: unknown) => void;
 }
 
 /** One operation: JSON-serialisable args in (validated by the operation), JSON-serialisable result out. */

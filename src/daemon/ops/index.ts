@@ -5,12 +5,18 @@
  */
 import type { OpFn } from './context.js';
 import { POOL_OPS } from './pool-ops.js';
+import { MOUNT_OPS } from './mount-ops.js';
+import { IMAGE_OPS } from './image-ops.js';
 
 export type { OpContext, OpFn } from './context.js';
 export type { CheckResult, InfoResult, ResizeResult, TrimResult } from './pool-ops.js';
+export type { MountCheckResult, MountResult, MountService, StatusResult, UmountResult } from './mount-ops.js';
+export type { DeviceSummary, ImportResult, InspectResult, RmResult } from './image-ops.js';
 
 export const OPS: Record<string, OpFn> = {
   ...POOL_OPS,
+  ...MOUNT_OPS,
+  ...IMAGE_OPS,
 };
 
 /** Operations that must run in the calling process, never in a daemon (init: there is no pool yet). */

@@ -1,0 +1,132 @@
+/**
+ * `thinfs import NAME SOURCE [--parent IMAGE]`: a new read-only image from a rootfs
+ * directory or a tar layer (plain or gzip; `-` reads the tar from stdin). OCI whiteouts
+ * apply. The operation may run in the pool's daemon, which reads SOURCE itself: so
+ * SOURCE becomes an absolute path, and stdin is first spooled to a file under ROOT/tmp
+ * (removed afterwards). A progress bar shows on stderr when it is a terminal and the
+ * import runs in this process.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { randomBytes } from 'node:crypto';
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import { runOp } from '../../daemon/client.js';
+import type { ImportResult } from '../../daemon/ops/index.js';
+import type { ImportProgress } from '../../layers/index.js';
+import { UsageError } from '../errors.js';
+import { formatBytes, out } from '../format.js';
+import { globals } from '../globals.js';
+
+/** Add `thinfs import` to the program. */
+export function register(program: Command): void {
+  program
+    .command('import')
+    .description('import a rootfs directory or a tar layer as a new read-only image (OCI whiteouts applied)')
+    .argument('<name>', 'name of the new image')
+    .argument('<source>', 'a directory, a tar or tar.gz file, or - for a tar on stdin')
+    .option('--parent <image>', 'the image this layer goes on (default: a new base image)')
+    .addHelpText(
+      'after',
+      `
+Ownership, modes (setuid/setgid/sticky), times, xattrs (PAX SCHILY.xattr.*), hard links,
+symlinks, fifos and device nodes are kept. Entries that would land outside the image
+(.. components, absolute names, hard links out of the tree) and truncated or corrupt
+tars are refused, and nothing of a refused import remains.`,
+    )
+    .action(async (name: string, source: string, o: { parent?: string }, cmd: Command) => {
+      const { root } = globals(cmd);
+      let spooled: string | undefined;
+      const cleanup = () => {
+        if (spooled !== undefined) fs.rmSync(spooled, { force: true });
+      };
+      const onSignal = () => {
+        cleanup();
+        process.exit(130);
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const bar = progressBar(name);
+      try {
+        let src = path.resolve(source);
+        if (source === '-') {
+          if (process.stdin.isTTY === true) throw new UsageError('refusing to read a tar from a terminal: pipe one into `thinfs import NAME -`');
+          // Without a pool there is nowhere to spool to: the operation reports the missing pool.
+          if (fs.existsSync(path.join(root, 'pool'))) spooled = await spoolStdin(root);
+          src = spooled ?? '/dev/stdin';
+        }
+        const r = await runOp<ImportResult>(root, 'import', { name, source: src, parent: o.parent }, { onProgress: bar?.update });
+        bar?.stop();
+        out(formatImport(r, source === '-' ? 'stdin' : r.source));
+      } finally {
+        bar?.stop();
+        cleanup();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
+    });
+}
+
+function formatImport(r: ImportResult, from: string): string {
+  const s = r.stats;
+  const parts = [`${s.entries} entries`, `${s.files} files (${formatBytes(s.dataBytes)})`, `${s.directories} directories`, `${s.symlinks} symlinks`];
+  if (s.hardlinks > 0) parts.push(`${s.hardlinks} hard links`);
+  if (s.nodes > 0) parts.push(`${s.nodes} device nodes and fifos`);
+  if (s.whiteouts > 0 || s.opaques > 0) parts.push(`${s.whiteouts} whiteouts, ${s.opaques} opaque directories`);
+  if (s.skippedXattrs > 0) parts.push(`${s.skippedXattrs} xattrs not stored (system.* and the like)`);
+  const on = r.parent === null ? '' : ` on ${r.parent}`;
+  return `imported image ${r.name}${on} from ${from} (${r.sourceKind}): ${parts.join(', ')} in ${(s.elapsedMs / 1000).toFixed(2)} s\n`;
+}
+
+/** Copy stdin to a private file under ROOT/tmp; returns its path. */
+async function spoolStdin(root: string): Promise<string> {
+  const dir = path.join(root, 'tmp');
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = path.join(dir, `import-${process.pid}-${randomBytes(4).toString('hex')}.tar`);
+  try {
+    await pipeline(process.stdin, fs.createWriteStream(file, { mode: 0o600, flags: 'wx' }));
+  } catch (err) {
+    fs.rmSync(file, { force: true });
+    throw err;
+  }
+  return file;
+}
+
+interface Bar {
+  update: (p: unknown) => void;
+  stop: () => void;
+}
+
+/** A progress bar on stderr, only when stderr is a terminal. */
+function progressBar(name: string): Bar | undefined {
+  if (process.stderr.isTTY !== true) return undefined;
+  const bar = new cliProgress.SingleBar(
+    {
+      stream: process.stderr,
+      format: `importing ${name} [{bar}] {percentage}% | {done} of {total_h} | {entries} entries`,
+      hideCursor: true,
+      clearOnComplete: true,
+    },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  let stopped = false;
+  return {
+    update: (raw) => {
+      const p = raw as ImportProgress;
+      const show = (n: number) => (p.unit === 'bytes' ? formatBytes(n) : `${n}`);
+      const payload = { done: show(p.done), total_h: show(p.total), entries: p.entries };
+      if (!started) {
+        started = true;
+        bar.start(Math.max(p.total, 1), p.done, payload);
+      } else bar.update(p.done, payload);
+    },
+    stop: () => {
+      if (started && !stopped) {
+        stopped = true;
+        bar.stop();
+      }
+    },
+  };
+}

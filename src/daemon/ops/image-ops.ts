@@ -1,0 +1,239 @@
+/**
+ * Images and containers: import, create, commit, ls, inspect, rm. Arguments are plain
+ * JSON (validated here: they may come off the control socket); results are plain JSON
+ * (bigints as strings, sizes in bytes) that the commands format.
+ *
+ * Words. An *image* is a read-only device (kind image, or a base device); a *container*
+ * is a writable snapshot of an image. A device's *parent* is the device its data sits
+ * on: the owner of the nearest layer below its own in the snapshot chain. After
+ * `commit C I2`, container C sits on I2 (the pool moves C onto a new layer over the one
+ * I2 took), so C's parent is I2 from then on; `origin` keeps what it was created from.
+ *
+ * Decisions, docker-like:
+ *  - `create` and `import --parent` take an image only: a container must be committed first.
+ *  - `commit` takes a container only (an image is already one); it works while the
+ *    container is mounted — the daemon runs it on its own pool, between FUSE requests.
+ *  - `rm` of an image that containers sit on is refused; with `force`, those containers
+ *    are removed too (a mounted one: deferred until unmounted). Images sitting on it only
+ *    defer its deletion (devicemapper's deferred deletion), as does being mounted.
+ */
+import * as path from 'node:path';
+import { fail } from '../../errors.js';
+import { findImage, importImage, type ImportImageResult, type ImportProgress } from '../../layers/index.js';
+import type { DevId, DeviceInfo, DeviceKind, Pool } from '../../pool/index.js';
+import { argsObject, optBool, withPool, type OpContext, type OpFn } from './context.js';
+
+/** One device as `thinfs ls` shows it. */
+export interface DeviceSummary {
+  id: number;
+  name: string;
+  kind: DeviceKind;
+  /** The device this one's data sits on (null for a base image). */
+  parent: string | null;
+  readOnly: boolean;
+  /** active; deferred (deletion waits for its children or its mount); incomplete (an image whose import has not finished). */
+  state: 'active' | 'deferred' | 'incomplete';
+  /** Bytes visible through the chain (own and inherited blocks). */
+  mappedBytes: number;
+  /** Bytes only this device holds (freed when it is deleted). */
+  exclusiveBytes: number;
+  sizeLimitBytes: number;
+  /** ISO 8601. */
+  created: string;
+  /** Nanoseconds since the epoch, as a decimal string. */
+  createdNs: string;
+}
+
+export interface InspectResult extends DeviceSummary {
+  /** What it was created from (a snapshot's origin), if that device still exists. */
+  origin: string | null;
+  /** The devices below it, nearest first, down to the base. */
+  chain: { name: string; kind: DeviceKind }[];
+  /** The devices sitting directly on it. */
+  children: { name: string; kind: DeviceKind; state: DeviceSummary['state'] }[];
+  /** Layers in its snapshot chain, its own included. */
+  depth: number;
+  blockSize: number;
+}
+
+export interface ImportResult extends Omit<ImportImageResult, 'id'> {
+  id: number;
+}
+
+export interface RmResult {
+  name: string;
+  kind: DeviceKind;
+  result: 'deleted' | 'deferred';
+  /** Why the deletion waits (when deferred). */
+  waitingFor: string[];
+  /** Containers removed along with an image (--force). */
+  containers: { name: string; result: 'deleted' | 'deferred' }[];
+}
+
+/** A new image from a directory or a tar: `name`, `source` (absolute path), `parent` (image name). */
+export function importOp(ctx: OpContext, raw: unknown): Promise<ImportResult> {
+  const a = argsObject('import', raw);
+  const name = reqString('import', a, 'name');
+  const source = reqString('import', a, 'source');
+  const parent = optString('import', a, 'parent');
+  if (!path.isAbsolute(source)) throw fail('EINVAL', 'import', source, 'the source must be an absolute path');
+  const avoid = ctx.mounts?.list().map((m) => m.mountpoint) ?? [];
+  return withPool(ctx, 'write', async (pool) => {
+    const r = await importImage(pool, { name, source, parent, avoid, onProgress: ctx.progress as ((p: ImportProgress) => void) | undefined });
+    return { ...r, id: r.id as number };
+  });
+}
+
+/** A container `name`: a writable snapshot of image `image`. */
+export function create(ctx: OpContext, raw: unknown): Promise<DeviceSummary> {
+  const a = argsObject('create', raw);
+  const name = reqString('create', a, 'name');
+  const image = reqString('create', a, 'image');
+  return withPool(ctx, 'write', (pool) => {
+    if (pool.findDevice(name) !== undefined) throw exists('create', name);
+    const from = findImage(pool, image, 'create');
+    const id = pool.createSnapshot(from.id, name, { kind: 'container', readOnly: false });
+    return summaries(pool).find((d) => d.id === id)!;
+  });
+}
+
+/** An image `name` of container `container` as it is now (mounted or not). */
+export function commit(ctx: OpContext, raw: unknown): Promise<DeviceSummary> {
+  const a = argsObject('commit', raw);
+  const container = reqString('commit', a, 'container');
+  const name = reqString('commit', a, 'name');
+  return withPool(ctx, 'write', (pool) => {
+    const c = pool.findDevice(container);
+    if (c === undefined) throw fail('ENOENT', 'commit', container, `no container named '${container}' (see \`thinfs ls\`)`);
+    if (c.state === 'deferred') throw fail('ENOENT', 'commit', container, `container '${container}' is being deleted`);
+    if (c.kind !== 'container' || c.readOnly) throw fail('EINVAL', 'commit', container, `'${container}' is an image, not a container (\`thinfs create\` makes a container of it)`);
+    if (pool.findDevice(name) !== undefined) throw exists('commit', name);
+    const id = pool.createSnapshot(c.id, name, { kind: 'image', readOnly: true });
+    return summaries(pool).find((d) => d.id === id)!;
+  });
+}
+
+/** Every image and container. */
+export function ls(ctx: OpContext, raw: unknown): Promise<DeviceSummary[]> {
+  argsObject('ls', raw);
+  return withPool(ctx, 'read', (pool) => summaries(pool));
+}
+
+/** One device in detail: its chain down to the base and the devices sitting on it. */
+export function inspect(ctx: OpContext, raw: unknown): Promise<InspectResult> {
+  const name = reqString('inspect', argsObject('inspect', raw), 'name');
+  return withPool(ctx, 'read', (pool) => {
+    const d = pool.findDevice(name);
+    if (d === undefined) throw noSuchDevice('inspect', name);
+    const topo = topology(pool);
+    const all = summaries(pool, topo);
+    const byId = new Map(all.map((s) => [s.id, s]));
+    const chain: InspectResult['chain'] = [];
+    for (let p = topo.parent.get(d.id); p !== undefined; p = topo.parent.get(p.id)) chain.push({ name: p.name, kind: p.kind });
+    const origin = d.originId === null ? undefined : pool.getDevice(d.originId);
+    return {
+      ...byId.get(d.id)!,
+      origin: origin?.name ?? null,
+      chain,
+      children: (topo.children.get(d.id) ?? []).map((c) => ({ name: c.name, kind: c.kind, state: byId.get(c.id)!.state })),
+      depth: d.depth,
+      blockSize: pool.blockSizeBytes,
+    };
+  });
+}
+
+/** Delete `name` (see the top of this file for images with containers and `force`). */
+export function rm(ctx: OpContext, raw: unknown): Promise<RmResult> {
+  const a = argsObject('rm', raw);
+  const name = reqString('rm', a, 'name');
+  const force = optBool('rm', a, 'force');
+  return withPool(ctx, 'write', (pool) => {
+    const d = pool.findDevice(name);
+    if (d === undefined) throw noSuchDevice('rm', name);
+    const topo = topology(pool);
+    const children = topo.children.get(d.id) ?? [];
+    const containers = d.kind === 'container' ? [] : children.filter((c) => c.kind === 'container' && c.state === 'active');
+    if (containers.length > 0 && !force) {
+      throw fail(
+        'EBUSY',
+        'rm',
+        name,
+        `image '${name}' has containers: ${containers.map((c) => c.name).join(', ')} (remove them first, or use --force to remove them too)`,
+      );
+    }
+    const removed = containers.map((c) => ({ name: c.name, result: pool.deleteDevice(c.id) }));
+    const mounted = new Set(ctx.mounts?.list().map((m) => m.name) ?? []);
+    const left = children.filter((c) => !removed.some((r) => r.name === c.name && r.result === 'deleted'));
+    const result = pool.deleteDevice(d.id);
+    const waitingFor: string[] = [];
+    if (result === 'deferred') {
+      if (mounted.has(name)) waitingFor.push('its mount (thinfs umount)');
+      for (const c of left) waitingFor.push(`${c.kind} ${c.name}`);
+      if (waitingFor.length === 0) waitingFor.push('an open handle');
+    }
+    return { name, kind: d.kind, result, waitingFor, containers: removed };
+  });
+}
+
+export const IMAGE_OPS: Record<string, OpFn> = { import: importOp, create, commit, ls, inspect, rm };
+
+// ---------------------------------------------------------------- helpers
+
+interface Topology {
+  parent: Map<DevId, DeviceInfo>;
+  children: Map<DevId, DeviceInfo[]>;
+}
+
+/** Parents and children by the snapshot chain: a device's parent owns the nearest layer below its own. */
+function topology(pool: Pool): Topology {
+  const devices = pool.listDevices();
+  const owner = new Map(devices.map((d) => [d.layerId, d]));
+  const parent = new Map<DevId, DeviceInfo>();
+  const children = new Map<DevId, DeviceInfo[]>();
+  for (const d of devices) {
+    const below = pool.chainOf(d.id).layers.slice(1);
+    const p = below.map((l) => owner.get(l)).find((o) => o !== undefined);
+    if (p === undefined) continue;
+    parent.set(d.id, p);
+    children.set(p.id, [...(children.get(p.id) ?? []), d]);
+  }
+  return { parent, children };
+}
+
+function summaries(pool: Pool, topo = topology(pool)): DeviceSummary[] {
+  const bs = pool.blockSizeBytes;
+  return pool.listDevices().map((d) => ({
+    id: d.id,
+    name: d.name,
+    kind: d.kind,
+    parent: topo.parent.get(d.id)?.name ?? null,
+    readOnly: d.readOnly,
+    state: d.state === 'deferred' ? 'deferred' : d.kind === 'image' && !d.readOnly ? 'incomplete' : 'active',
+    mappedBytes: d.mappedBlocks * bs,
+    exclusiveBytes: d.exclusiveBlocks * bs,
+    sizeLimitBytes: d.sizeLimitBytes,
+    created: new Date(Number(d.createdNs / 1_000_000n)).toISOString(),
+    createdNs: d.createdNs.toString(),
+  }));
+}
+
+function noSuchDevice(op: string, name: string): Error {
+  return fail('ENOENT', op, name, `no image or container named '${name}' (see \`thinfs ls\`)`);
+}
+
+function exists(op: string, name: string): Error {
+  return fail('EEXIST', op, name, `an image or container named '${name}' exists`);
+}
+
+function reqString(op: string, a: Record<string, unknown>, key: string): string {
+  const v = optString(op, a, key);
+  if (v === undefined || v === '') throw fail('EINVAL', op, undefined, `argument '${key}' is required`);
+  return v;
+}
+
+function optString(op: string, a: Record<string, unknown>, key: string): string | undefined {
+  const v = a[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw fail('EINVAL', op, undefined, `argument '${key}' must be a string`);
+  return v;
+}

@@ -1,0 +1,170 @@
+/**
+ * Mount operations: mount, umount, mounts, status, and mountCheck (is there such a
+ * device? asked before a daemon is started for it).
+ *
+ * Mounting needs the daemon (it serves the mounts): inside it `ctx.mounts` is its mount
+ * table. Without a daemon, `umount` and `mounts` still answer from ROOT/run/mounts.json,
+ * the record a killed daemon left behind: `umount` detaches such a dead mount
+ * ("Transport endpoint is not connected") and, with the last one, removes the stale
+ * socket and pid files, so the pool and its mountpoints are clean again.
+ */
+import * as path from 'node:path';
+import { fail } from '../../errors.js';
+import { IdMap, lazyUnmount, parseIdRange, probeMount, thinfsMountAt } from '../../fuse/index.js';
+import { isAlive, readMountRecords, readPid, removeRunFiles, writeMountRecords, type MountRecord } from '../runfiles.js';
+import { argsObject, optBool, withPool, type OpContext, type OpFn } from './context.js';
+
+export type { MountRecord } from '../runfiles.js';
+
+/** What `mount` asks of the daemon (ids maps already parsed and checked). */
+export interface MountRequest {
+  name: string;
+  /** Absolute; default ROOT/mnt/NAME (created). */
+  mountpoint?: string;
+  readOnly: boolean;
+  uids: IdMap;
+  gids: IdMap;
+}
+
+export interface MountResult extends MountRecord {
+  warnings: string[];
+}
+
+export interface UmountResult {
+  name: string;
+  mountpoint: string;
+  /** True when the mount was a dead one left by a killed daemon. */
+  stale: boolean;
+}
+
+export interface DaemonStatus {
+  pid: number;
+  startedAt: string;
+  uptimeMs: number;
+  stay: boolean;
+  /** Resident set size of the daemon process. */
+  rssBytes: number;
+  heapUsedBytes: number;
+  externalBytes: number;
+  /** Commits the daemon's timer made (batched metadata commits). */
+  timedCommits: number;
+}
+
+export interface StatusResult {
+  /** null when no daemon runs. */
+  daemon: DaemonStatus | null;
+  mounts: (MountRecord & { state: 'mounted' | 'stale' })[];
+}
+
+export interface MountCheckResult {
+  name: string;
+  devId: number;
+  kind: string;
+  /** The device itself is read-only (an image): it mounts read-only. */
+  readOnly: boolean;
+}
+
+/** The daemon's side of the mount operations. */
+export interface MountService {
+  mount(req: MountRequest): Promise<MountResult>;
+  /** By device name, else by mountpoint path. */
+  umount(name: string, mountpoint: string | undefined): Promise<UmountResult>;
+  list(): MountRecord[];
+  status(): DaemonStatus;
+}
+
+/** Mount device `name` at `mountpoint` (default ROOT/mnt/NAME); `readOnly`; `uidMap`/`gidMap`: ['C:H:N', ...]. */
+export async function mount(ctx: OpContext, raw: unknown): Promise<MountResult> {
+  const a = argsObject('mount', raw);
+  const name = reqString('mount', a, 'name');
+  const mountpoint = optPath('mount', a, 'mountpoint');
+  const readOnly = optBool('mount', a, 'readOnly');
+  const uids = new IdMap(strings('mount', a, 'uidMap').map((t) => parseIdRange(t, '--uid-map')), '--uid-map');
+  const gids = new IdMap(strings('mount', a, 'gidMap').map((t) => parseIdRange(t, '--gid-map')), '--gid-map');
+  if (ctx.mounts === undefined) throw fail('ENOTCONN', 'mount', name, 'mounting needs the thinfs daemon, and none runs for this pool');
+  return ctx.mounts.mount({ name, mountpoint, readOnly, uids, gids });
+}
+
+/** Unmount by `name` (a device name) or `mountpoint` (an absolute path). */
+export async function umount(ctx: OpContext, raw: unknown): Promise<UmountResult> {
+  const a = argsObject('umount', raw);
+  const name = optString('umount', a, 'name');
+  const mountpoint = optPath('umount', a, 'mountpoint');
+  if (name === undefined && mountpoint === undefined) throw fail('EINVAL', 'umount', undefined, 'give a name or a mountpoint');
+  if (ctx.mounts !== undefined) return ctx.mounts.umount(name ?? '', mountpoint);
+  return umountStale(ctx.root, name, mountpoint);
+}
+
+/** The mounts of the pool (the daemon's; without one, those a killed daemon left, as stale). */
+export function mounts(ctx: OpContext, raw: unknown): StatusResult['mounts'] {
+  argsObject('mounts', raw);
+  if (ctx.mounts !== undefined) return ctx.mounts.list().map((m) => ({ ...m, state: 'mounted' as const }));
+  return readMountRecords(ctx.root)
+    .filter((m) => thinfsMountAt(m.mountpoint) !== undefined)
+    .map((m) => ({ ...m, state: 'stale' as const }));
+}
+
+/** The daemon (pid, memory) and its mounts. */
+export function status(ctx: OpContext, raw: unknown): StatusResult {
+  argsObject('status', raw);
+  return { daemon: ctx.mounts?.status() ?? null, mounts: mounts(ctx, {}) };
+}
+
+/** Whether device `name` exists (and is an image), without starting anything. */
+export function mountCheck(ctx: OpContext, raw: unknown): Promise<MountCheckResult> {
+  const name = reqString('mountCheck', argsObject('mountCheck', raw), 'name');
+  return withPool(ctx, 'read', (pool) => {
+    const d = pool.findDevice(name);
+    if (d === undefined || d.state !== 'active') throw noSuchDevice(name);
+    return { name: d.name, devId: d.id, kind: d.kind, readOnly: d.readOnly };
+  });
+}
+
+export const MOUNT_OPS: Record<string, OpFn> = { mount, umount, mounts, status, mountCheck };
+
+/** ENOENT for an unknown image or container name. */
+export function noSuchDevice(name: string): Error {
+  return fail('ENOENT', 'mount', name, `no image or container named '${name}' (see \`thinfs ls\`)`);
+}
+
+/** Without a daemon: detach a dead mount a killed daemon recorded (or any dead thinfs mount at that path). */
+async function umountStale(root: string, name: string | undefined, mountpoint: string | undefined): Promise<UmountResult> {
+  const pid = readPid(root);
+  const records = readMountRecords(root);
+  const rec = records.find((r) => r.name === name) ?? records.find((r) => r.mountpoint === mountpoint);
+  const target = rec?.mountpoint ?? mountpoint;
+  if (target === undefined || (rec === undefined && (await probeMount(target)) !== 'dead')) {
+    throw fail('EINVAL', 'umount', name ?? mountpoint, 'not mounted');
+  }
+  if (thinfsMountAt(target) !== undefined) await lazyUnmount(target);
+  const left = records.filter((r) => r !== rec && thinfsMountAt(r.mountpoint) !== undefined);
+  if (left.length === 0 && (pid === undefined || !isAlive(pid))) removeRunFiles(root);
+  else writeMountRecords(root, left);
+  return { name: rec?.name ?? name ?? '', mountpoint: target, stale: true };
+}
+
+function reqString(op: string, a: Record<string, unknown>, key: string): string {
+  const v = optString(op, a, key);
+  if (v === undefined || v === '') throw fail('EINVAL', op, undefined, `argument '${key}' is required`);
+  return v;
+}
+
+function optString(op: string, a: Record<string, unknown>, key: string): string | undefined {
+  const v = a[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw fail('EINVAL', op, undefined, `argument '${key}' must be a string`);
+  return v;
+}
+
+function optPath(op: string, a: Record<string, unknown>, key: string): string | undefined {
+  const v = optString(op, a, key);
+  if (v !== undefined && !path.isAbsolute(v)) throw fail('EINVAL', op, v, `argument '${key}' must be an absolute path`);
+  return v === undefined ? undefined : path.resolve(v);
+}
+
+function strings(op: string, a: Record<string, unknown>, key: string): string[] {
+  const v = a[key];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) throw fail('EINVAL', op, undefined, `argument '${key}' must be a list of strings`);
+  return v as string[];
+}

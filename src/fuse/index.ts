@@ -1,0 +1,22 @@
+/**
+ * The FUSE adapter's public API: serving a Filesystem at a mountpoint through
+ * fuse-native (the only module that imports fuse-native is native.ts).
+ *
+ * Mounting:    FuseMount.mount({ name, mountpoint, fs, readOnly, uids, gids }) -> FuseMount;
+ *              mount.unmount(), mount.stillMounted()
+ * Options:     mountOptions() — the libfuse2 options and why each (options.ts)
+ * Id maps:     parseIdRange('C:H:N'), IdMap (stored ids <-> ids shown on the mount)
+ * Kernel side: mountTable(), thinfsMountAt(), probeMount(), lazyUnmount() — stale mounts
+ *              of a killed daemon, usable from any process
+ * Operations:  makeOps(fs, cfg) — the fuse-native handler table; toErrno() — the one
+ *              error-to-errno translator
+ */
+export { FuseMount } from './mount.js';
+export type { MountSpec } from './mount.js';
+export { mountOptions, userAllowOther, MAX_IO_BYTES } from './options.js';
+export { IdMap, parseIdRange, OVERFLOW_ID } from './idmap.js';
+export type { IdRange } from './idmap.js';
+export { FSTYPE, lazyUnmount, mountTable, probeMount, thinfsMountAt } from './kernel.js';
+export type { MountEntry } from './kernel.js';
+export { makeOps } from './ops.js';
+export { toErrno } from './errno.js';

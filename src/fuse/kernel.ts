@@ -1,0 +1,88 @@
+/**
+ * What the kernel says about mounts, without fuse-native: the mount table
+ * (/proc/self/mountinfo) and lazy unmounting of a FUSE mount whose daemon is gone
+ * ("Transport endpoint is not connected"). Safe to use from any process; the daemon
+ * must only use the async helpers on paths it may be serving itself.
+ */
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import { fail } from '../errors.js';
+
+/** The filesystem type thinfs mounts show in /proc/mounts (fuse + subtype=thinfs). */
+export const FSTYPE = 'fuse.thinfs';
+
+export interface MountEntry {
+  mountpoint: string;
+  fstype: string;
+  /** The fsname: thinfs:NAME. */
+  source: string;
+}
+
+/** The mounts this process sees (mountinfo escapes decoded). */
+export function mountTable(): MountEntry[] {
+  let text: string;
+  try {
+    text = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return [];
+  }
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    const [left, right] = line.split(' - ');
+    if (left === undefined || right === undefined) continue;
+    const mountpoint = left.split(' ')[4];
+    const [fstype, source] = right.split(' ');
+    if (mountpoint === undefined || fstype === undefined) continue;
+    out.push({ mountpoint: unescape(mountpoint), fstype, source: unescape(source ?? '') });
+  }
+  return out;
+}
+
+/** The thinfs mount at `mountpoint`, if the kernel has one there. */
+export function thinfsMountAt(mountpoint: string): MountEntry | undefined {
+  return mountTable().find((m) => m.mountpoint === mountpoint && m.fstype === FSTYPE);
+}
+
+/** 'served' (answers), 'dead' (ENOTCONN: its daemon is gone), or 'none' (not a thinfs mount). */
+export async function probeMount(mountpoint: string): Promise<'served' | 'dead' | 'none'> {
+  if (thinfsMountAt(mountpoint) === undefined) return 'none';
+  try {
+    await fsp.stat(mountpoint);
+    return 'served';
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOTCONN' || code === 'ECONNABORTED' ? 'dead' : 'served';
+  }
+}
+
+/**
+ * Detach the mount at `mountpoint` now (fusermount -u -z; as root umount -l when
+ * fusermount is missing or refuses). Resolves once the kernel no longer lists it.
+ */
+export async function lazyUnmount(mountpoint: string): Promise<void> {
+  const tries: [string, string[]][] = [['fusermount', ['-u', '-z', mountpoint]]];
+  if (process.geteuid?.() === 0) tries.push(['umount', ['-l', mountpoint]]);
+  const errors: string[] = [];
+  for (const [cmd, args] of tries) {
+    const r = await run(cmd, args);
+    if (r === null || thinfsMountAt(mountpoint) === undefined) return;
+    errors.push(`${cmd}: ${r}`);
+  }
+  if (thinfsMountAt(mountpoint) === undefined) return;
+  throw fail('EBUSY', 'umount', mountpoint, `cannot unmount (${errors.join('; ')})`);
+}
+
+/** Run a command; null on success, else its error text. */
+function run(cmd: string, args: string[]): Promise<string | null> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 30_000, encoding: 'utf8' }, (err, _stdout, stderr) => {
+      resolve(err === null ? null : (stderr.trim() || err.message).split('\n')[0]!);
+    });
+  });
+}
+
+function unescape(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}

@@ -1,0 +1,123 @@
+/**
+ * The libfuse2 options of a thinfs mount, and why each one.
+ *
+ *  big_writes, max_write=131072   libfuse2 sends 4 KiB writes without them (measured
+ *                                 47 vs 401 MiB/s); 128 KiB is libfuse2's ceiling.
+ *  max_read=131072                reads in 128 KiB requests too.
+ *  use_ino                        st_ino and readdir's d_ino are thinfs inode numbers
+ *                                 (stable across copy-up and rename), not libfuse's.
+ *  hard_remove                    unlink removes the name at once instead of renaming an
+ *                                 open file to .fuse_hiddenXXX (which makes rmdir of its
+ *                                 directory fail and shows up in listings). Open handles
+ *                                 keep working: the fuse-native patch sets nullpath_ok and
+ *                                 the handlers of open files work by handle, not path.
+ *  auto_cache                     keep the page cache across opens unless the file's mtime
+ *                                 or size changed since (libfuse checks at open). Not
+ *                                 kernel_cache: libfuse2's high-level API gives each *name*
+ *                                 its own kernel inode, so the two names of a hard link
+ *                                 have two page caches, and with kernel_cache a write
+ *                                 through one name left the other reading the old bytes
+ *                                 forever (measured: `echo B > f; cat h` printed A). Every
+ *                                 change goes through this one mount (the daemon is the
+ *                                 pool's only writer, mounts a device at most once, and
+ *                                 images never change), so the open-time check (on exact
+ *                                 nanosecond mtimes, thanks to the fuse-native patch) is
+ *                                 enough.
+ *  entry_timeout=1, negative_timeout=1
+ *                                 names (and their absence) are trusted for a second: they
+ *                                 only change through this mount, which updates the kernel.
+ *  attr_timeout=0                 attributes are asked for every time: for the same reason
+ *                                 as above, a link, chmod or write through one name of a
+ *                                 hard link would leave the other name's cached nlink,
+ *                                 ctime and size stale for the timeout (tar then fails
+ *                                 with "file changed as we read it" right after `cp -a`).
+ *                                 Costs one round trip per stat (measured ~2.5x slower
+ *                                 `find | xargs stat` over 5000 files).
+ *  fsname=thinfs:NAME, subtype=thinfs
+ *                                 /proc/mounts shows `thinfs:NAME ... fuse.thinfs`.
+ *  allow_other, default_permissions
+ *                                 root mounts: container processes of any uid use the view,
+ *                                 with the kernel checking permissions on the ids shown (as
+ *                                 fuse-overlayfs does). A non-root mount gets allow_other
+ *                                 only where /etc/fuse.conf says user_allow_other (fusermount
+ *                                 refuses it otherwise), and then default_permissions too,
+ *                                 since thinfs itself checks no permissions. Without
+ *                                 allow_other only the mounting user (and its user
+ *                                 namespaces) can enter the view, and it may do anything
+ *                                 there, like fakeroot: that is what a rootless container on
+ *                                 root-owned image files needs.
+ *  ro                             read-only mounts (images, --read-only): the kernel answers
+ *                                 EROFS before asking us (the filesystem would too).
+ */
+import * as fs from 'node:fs';
+import type { FuseMountOptions } from './native.js';
+
+/** libfuse2 moves at most 128 KiB per read or write request. */
+export const MAX_IO_BYTES = 128 * 1024;
+
+export interface MountOptionsInput {
+  /** The device name (fsname=thinfs:NAME). */
+  name: string;
+  readOnly: boolean;
+  /** Mounting as root (default: the effective uid of this process is 0). */
+  asRoot?: boolean;
+  /** Contents of /etc/fuse.conf (default: read it). */
+  fuseConf?: string;
+}
+
+export interface MountOptionsResult {
+  options: FuseMountOptions;
+  allowOther: boolean;
+  /** Things the user should know (allow_other refused by fuse.conf). */
+  warnings: string[];
+}
+
+/** The fuse-native options of a mount of device `name`. */
+export function mountOptions(input: MountOptionsInput): MountOptionsResult {
+  const asRoot = input.asRoot ?? process.geteuid?.() === 0;
+  const warnings: string[] = [];
+  let allowOther = asRoot;
+  if (!asRoot) {
+    allowOther = userAllowOther(input.fuseConf ?? readFuseConf());
+    if (!allowOther) {
+      warnings.push(
+        'mounted without allow_other: only this user can enter the view (add user_allow_other to /etc/fuse.conf to let container processes of other uids in)',
+      );
+    }
+  }
+  // attr_timeout=0 goes here: fuse-native drops a 0 (falsy) attrTimeout.
+  const extraOptions = ['big_writes', `max_write=${MAX_IO_BYTES}`, 'use_ino', 'hard_remove', 'attr_timeout=0', 'negative_timeout=1'];
+  if (input.readOnly) extraOptions.push('ro');
+  const options: FuseMountOptions = {
+    fsname: `thinfs:${sanitize(input.name)}`,
+    subtype: 'thinfs',
+    maxRead: MAX_IO_BYTES,
+    autoCache: true,
+    entryTimeout: 1,
+    allowOther,
+    defaultPermissions: allowOther,
+    // thinfs never answers late on purpose; fuse-native's 15 s default would answer
+    // ETIMEDOUT to a slow commit and let the kernel believe a write failed.
+    timeout: false,
+    extraOptions,
+  };
+  return { options, allowOther, warnings };
+}
+
+/** True when fuse.conf has a `user_allow_other` line (comments and blanks ignored). */
+export function userAllowOther(conf: string): boolean {
+  return conf.split('\n').some((l) => l.replace(/#.*/, '').trim() === 'user_allow_other');
+}
+
+function readFuseConf(): string {
+  try {
+    return fs.readFileSync('/etc/fuse.conf', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** libfuse splits options on commas; a device name must not smuggle options in. */
+function sanitize(name: string): string {
+  return name.replace(/[,\\\s]/g, '_');
+}

@@ -1,0 +1,19 @@
+/**
+ * Getting data in and out of the pool as layers. Talks only to fs/ and pool/ through
+ * their index APIs; the only module of thinfs that knows OCI's `.wh.` whiteout names.
+ *
+ * Images:  importImage(pool, {name, source, parent})   a new read-only image from a
+ *                                                      directory or a tar / tar.gz;
+ *                                                      nothing remains when it fails
+ *          findImage(pool, name, syscall)              an active read-only image, or a clear error
+ * Layers:  importTar(fs, file, blockSize, opts)        one tar layer into a writable Filesystem
+ *          importDirectory(fs, dir, blockSize, opts)   one directory tree into a writable Filesystem
+ *          exportLayer(fs, out, {diff})                a device (or its changes over its parent) as
+ *                                                      an OCI layer tar with whiteouts
+ */
+export { importImage, findImage } from './image.js';
+export type { ImportImageOptions, ImportImageResult } from './image.js';
+export { importTar } from './tar.js';
+export { importDirectory } from './directory.js';
+export type { ImportOptions, ImportProgress, ImportStats } from './common.js';
+export type { LayerCounts } from './writer.js';

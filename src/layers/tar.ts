@@ -1,0 +1,224 @@
+/**
+ * Importing a tar layer (plain or gzip, told apart by the magic bytes) into a writable
+ * Filesystem, streamed through node-tar's Parser: nothing is extracted to disk.
+ *
+ * What is kept: numeric uid/gid (names are ignored, as docker does), permission bits
+ * with setuid/setgid/sticky, mtime and atime (nanoseconds from PAX records), xattrs
+ * (PAX SCHILY.xattr.* and LIBARCHIVE.xattr.*, binary-safe: pax.ts), hard links,
+ * symlinks, fifos and device nodes. OCI whiteouts apply (names.ts, writer.ts).
+ *
+ * What is refused, naming the entry: names escaping the root (names.ts), entry types
+ * thinfs can't represent (GNU sparse files, multi-volume parts), a body that ends early,
+ * a bad header checksum, bytes that are not a tar at all, a gzip stream that is
+ * truncated or corrupt, and a tar without its end-of-archive blocks (a stream cut at an
+ * entry boundary would otherwise import half a layer without a word). An archive holding
+ * only its end-of-archive blocks is an empty layer (docker writes those for ENV/LABEL steps).
+ */
+import * as fs from 'node:fs';
+import * as zlib from 'node:zlib';
+import { Parser, type ReadEntry } from 'tar';
+import { fail, ThinfsError, type ErrnoCode } from '../errors.js';
+import { entryError, progressThrottle, type ImportOptions, type ImportStats } from './common.js';
+import type { Filesystem } from '../fs/index.js';
+import { archivePath, classify } from './names.js';
+import { PaxTracker, paxTimeNs, paxXattrs, type PaxRecords } from './pax.js';
+import { LayerWriter, type EntryMeta, type FileSink } from './writer.js';
+
+const GZIP_MAGIC = [0x1f, 0x8b];
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+
+/** Import the tar (or tar.gz) file `file` as one layer into `target` (a writable Filesystem). */
+export async function importTar(target: Filesystem, file: string, blockSizeBytes: number, opts: ImportOptions = {}): Promise<ImportStats> {
+  const started = Date.now();
+  const totalBytes = sizeOf(file);
+  const gzip = startsWith(file, GZIP_MAGIC);
+  if (startsWith(file, ZSTD_MAGIC)) throw fail('ENOTSUP', 'import', file, 'zstd-compressed tars are not supported; use a plain or gzip tar');
+
+  const writer = new LayerWriter(target, blockSizeBytes);
+  const pax = new PaxTracker();
+  const parser = new Parser({ strict: false });
+  let entries = 0;
+  let failed: unknown;
+  let sawEnd = false;
+  let unrecognized = false;
+  let sink: FileSink | undefined;
+  let current = '';
+
+  const stop = (err: unknown) => {
+    if (failed === undefined) failed = err;
+  };
+  parser.on('entry', (entry: ReadEntry) => {
+    if (failed !== undefined) {
+      entry.resume();
+      return;
+    }
+    entries++;
+    current = entry.path;
+    try {
+      sink = applyEntry(writer, entry, pax.shift(), file);
+    } catch (err) {
+      stop(entryError(err, file, entry.path));
+      entry.resume();
+      return;
+    }
+    if (sink === undefined) {
+      entry.resume();
+      return;
+    }
+    const s = sink;
+    entry.on('data', (chunk: Buffer) => {
+      if (failed !== undefined) return;
+      try {
+        s.write(chunk);
+      } catch (err) {
+        stop(entryError(err, file, entry.path));
+      }
+    });
+    entry.on('end', () => {
+      sink = undefined;
+      if (failed !== undefined) return;
+      try {
+        s.end();
+      } catch (err) {
+        stop(entryError(err, file, entry.path));
+      }
+    });
+  });
+  parser.on('ignoredEntry', (entry: ReadEntry) => {
+    stop(fail('ENOTSUP', 'import', file, `entry '${entry.path}' has a type thinfs can't import (${entry.type})`));
+  });
+  parser.on('nullBlock', () => {
+    sawEnd = true;
+  });
+  parser.on('eof', () => {
+    sawEnd = true;
+  });
+  parser.on('warn', (code: string, message: string) => {
+    if (code === 'TAR_BAD_ARCHIVE' && /Unrecognized archive format/.test(message)) unrecognized = true;
+    else stop(tarError(file, code, message, current));
+  });
+  parser.on('error', (err: Error & { tarCode?: string }) => stop(tarError(file, err.tarCode ?? 'TAR_ERROR', err.message, current)));
+  const ended = new Promise<void>((resolve) => parser.on('end', () => resolve()));
+
+  const progress = progressThrottle(opts, totalBytes, 'bytes');
+  let doneBytes = 0;
+  const input = fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
+  input.on('data', (c) => {
+    doneBytes += c.length;
+  });
+  const plain: AsyncIterable<Buffer> = gzip ? input.pipe(zlib.createGunzip()) : input;
+  try {
+    for await (const chunk of plain) {
+      pax.push(chunk);
+      parser.write(chunk);
+      if (failed !== undefined) break;
+      progress(doneBytes, entries, false);
+    }
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (gzip && (e.code?.startsWith('Z_') ?? false)) stop(fail('EINVAL', 'import', file, `the gzip stream is truncated or corrupt (${e.message})`));
+    else stop(fail(((e.code as ErrnoCode | undefined) ?? 'EIO'), 'import', file, `cannot read the source (${e.message})`));
+  } finally {
+    input.destroy();
+  }
+  if (failed === undefined) {
+    parser.end();
+    await ended;
+  }
+  if (failed === undefined && sink !== undefined) stop(fail('EINVAL', 'import', file, `the tar is truncated inside entry '${current}'`));
+  if (failed === undefined && unrecognized && !(sawEnd && entries === 0)) stop(fail('EINVAL', 'import', file, 'not a tar archive (no valid tar header found)'));
+  if (failed === undefined && !sawEnd) {
+    stop(fail('EINVAL', 'import', file, entries === 0 ? 'not a tar archive (empty or too short)' : `the tar is truncated: it ends after entry '${current}' without its end-of-archive blocks`));
+  }
+  if (failed !== undefined) throw failed;
+  writer.finish();
+  progress(doneBytes, entries, true);
+  return { ...writer.counts, entries, elapsedMs: Date.now() - started };
+}
+
+/** Apply one entry; returns the sink its data goes to (regular files), else undefined. */
+function applyEntry(writer: LayerWriter, entry: ReadEntry, records: PaxRecords, file: string): FileSink | undefined {
+  const path = archivePath(entry.path, file);
+  const k = classify(path);
+  if (k.kind !== 'entry') {
+    writer.special(k);
+    return undefined;
+  }
+  const meta = metaOf(entry, records);
+  switch (entry.type) {
+    case 'Directory':
+    case 'GNUDumpDir':
+      writer.directory(path, meta);
+      return undefined;
+    case 'File':
+    case 'OldFile':
+    case 'ContiguousFile':
+      return writer.file(path, meta);
+    case 'SymbolicLink':
+      writer.symlink(path, entry.linkpath ?? '', meta);
+      return undefined;
+    case 'Link':
+      writer.hardlink(path, archivePath(entry.linkpath ?? '', file, `entry '${entry.path}': hard link target`));
+      return undefined;
+    case 'CharacterDevice':
+    case 'BlockDevice':
+      writer.node(path, entry.type === 'CharacterDevice' ? 'char' : 'block', makedev(entry.header.devmaj, entry.header.devmin), meta);
+      return undefined;
+    case 'FIFO':
+      writer.node(path, 'fifo', 0, meta);
+      return undefined;
+    default:
+      throw fail('ENOTSUP', 'import', file, `entry '${entry.path}' has a type thinfs can't import (${entry.type})`);
+  }
+}
+
+function metaOf(entry: ReadEntry, records: PaxRecords): EntryMeta {
+  const mtimeNs = paxTimeNs(records.get('mtime')) ?? dateNs(entry.mtime) ?? 0n;
+  const atimeNs = paxTimeNs(records.get('atime')) ?? dateNs(entry.atime) ?? mtimeNs;
+  return {
+    mode: (entry.mode ?? 0o644) & 0o7777,
+    uid: entry.uid ?? 0,
+    gid: entry.gid ?? 0,
+    mtimeNs,
+    atimeNs,
+    xattrs: paxXattrs(records),
+  };
+}
+
+/** Linux's st_rdev encoding of (major, minor), as glibc's makedev and the kernel's new_encode_dev. */
+export function makedev(major: number, minor: number): number {
+  return (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & ~0xff) << 12);
+}
+
+function dateNs(d: Date | undefined): bigint | undefined {
+  if (d === undefined || Number.isNaN(d.getTime())) return undefined;
+  return BigInt(d.getTime()) * 1_000_000n;
+}
+
+function sizeOf(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch (err) {
+    throw fail(((err as NodeJS.ErrnoException).code as ErrnoCode | undefined) ?? 'EIO', 'import', file, `cannot read the source (${(err as Error).message})`);
+  }
+}
+
+function startsWith(file: string, magic: number[]): boolean {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(magic.length);
+    const n = fs.readSync(fd, b, 0, b.length, 0);
+    return n === magic.length && magic.every((m, i) => b[i] === m);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function tarError(file: string, code: string, message: string, current: string): ThinfsError {
+  const msg = message.replace(/^TAR_[A-Z_]+: /, '');
+  if (/Truncated input/.test(msg)) return fail('EINVAL', 'import', file, `the tar is truncated inside entry '${current}' (${msg})`);
+  if (/checksum/.test(msg) && current === '') return fail('EINVAL', 'import', file, 'not a tar archive (the first header fails its checksum)');
+  if (/checksum/.test(msg)) return fail('EINVAL', 'import', file, `corrupt tar: a header after entry '${current}' fails its checksum`);
+  return fail('EINVAL', 'import', file, `corrupt tar (${code}: ${msg})`);
+}
+
