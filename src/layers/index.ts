@@ -17,3 +17,5 @@ export { importTar } from './tar.js';
 export { importDirectory } from './directory.js';
 export type { ImportOptions, ImportProgress, ImportStats } from './common.js';
 export type { LayerCounts } from './writer.js';
+export { exportLayer } from './export.js';
+export type { ExportOptions, ExportStats } from './export.js';

@@ -99,11 +99,11 @@ describe.skipIf(!haveBusybox())('images and containers end to end', () => {
     const r = await ok('import', 'busybox', rootfs);
     expect(r.stdout).toMatch(/^imported image busybox from .* \(directory\): \d+ entries, /);
     const tarFile = writeWhiteoutLayer(path.join(t.dir, 'layer2.tar'));
-    expect((await ok('import', 'layer2', tarFile, '--parent', 'busybox')).stdout).toMatch(/^imported image layer2 on busybox .*\(tar\).*3 whiteouts, 1 opaque directories/);
+    expect((await ok('import', 'layer2', tarFile, '--parent', 'busybox')).stdout).toMatch(/^imported image layer2 on busybox .*\(tar\).*3 whiteouts, 1 opaque directory/);
     const gz = zlib.gzipSync(makeTar([{ path: 'etc/from-stdin', data: 'piped\n' }]));
     const piped = await thinfsWithInput(['--root', root, 'import', 'layer3', '-', '--parent', 'layer2'], gz);
     expect(piped).toMatchObject({ code: 0, stderr: '' });
-    expect(piped.stdout).toMatch(/^imported image layer3 on layer2 from stdin \(tar\): 1 entries/);
+    expect(piped.stdout).toMatch(/^imported image layer3 on layer2 from stdin \(tar\): 1 entry, 1 file /);
     expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]); // the spooled copy is gone
 
     const d = byName(await ls());

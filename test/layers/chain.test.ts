@@ -6,10 +6,11 @@
  */
 import { constants } from 'node:fs';
 import * as fs from 'node:fs';
+import { finished } from 'node:stream/promises';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Filesystem } from '../../src/fs/index.js';
-import { importImage } from '../../src/layers/index.js';
+import { exportLayer, importImage } from '../../src/layers/index.js';
 import { GiB, Pool, type DevId } from '../../src/pool/index.js';
 import { buildBusyboxRootfs, haveBusybox, writeWhiteoutLayer } from '../helpers/layers.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -115,6 +116,44 @@ describe.skipIf(!haveBusybox())('image chain: busybox base, whiteout layer, cont
     } finally {
       b.close();
     }
+  });
+
+  it('exports round-trip: the layer diff re-imported on the base, the whole view re-imported as a base', async () => {
+    const exportTo = async (id: DevId, file: string, diff: boolean) => {
+      const v = Filesystem.open(pool, id, { readOnly: true });
+      try {
+        const out = fs.createWriteStream(file);
+        const stats = await exportLayer(v, out, { diff });
+        out.end();
+        await finished(out);
+        return stats;
+      } finally {
+        v.close();
+      }
+    };
+    const shape = (id: DevId) => {
+      const v = Filesystem.open(pool, id, { readOnly: true });
+      try {
+        const tree = treeOf(v);
+        // Inode numbers differ between imports; the root's mtime is the importing layer's own.
+        return Object.fromEntries(Object.entries(tree).map(([p, { ino: _i, ...rest }]) => [p, p === '/' ? { ...rest, mtimeNs: '' } : rest]));
+      } finally {
+        v.close();
+      }
+    };
+    const diff = await exportTo(layer, path.join(t.dir, 'diff.tar'), true);
+    expect(diff).toMatchObject({ whiteouts: 3, opaques: 1 });
+    const again = await importImage(pool, { name: 'layer2-again', source: path.join(t.dir, 'diff.tar'), parent: 'busybox' });
+    expect(shape(again.id)).toEqual(shape(layer));
+
+    const full = await exportTo(layer, path.join(t.dir, 'full.tar'), false);
+    expect(full.whiteouts).toBe(0);
+    const flat = await importImage(pool, { name: 'flat', source: path.join(t.dir, 'full.tar') });
+    const a = shape(flat.id);
+    const b = shape(layer);
+    expect({ ...a, '/': { ...a['/'], mtimeNs: '' } }).toEqual(b);
+    for (const id of [again.id, flat.id]) pool.deleteDevice(id);
+    pool.commit();
   });
 
   it('a container sees the merged view, writes, and leaves both images unchanged', () => {

@@ -70,13 +70,22 @@ tars are refused, and nothing of a refused import remains.`,
 
 function formatImport(r: ImportResult, from: string): string {
   const s = r.stats;
-  const parts = [`${s.entries} entries`, `${s.files} files (${formatBytes(s.dataBytes)})`, `${s.directories} directories`, `${s.symlinks} symlinks`];
-  if (s.hardlinks > 0) parts.push(`${s.hardlinks} hard links`);
-  if (s.nodes > 0) parts.push(`${s.nodes} device nodes and fifos`);
-  if (s.whiteouts > 0 || s.opaques > 0) parts.push(`${s.whiteouts} whiteouts, ${s.opaques} opaque directories`);
-  if (s.skippedXattrs > 0) parts.push(`${s.skippedXattrs} xattrs not stored (system.* and the like)`);
+  const parts = [
+    count(s.entries, 'entry', 'entries'),
+    `${count(s.files, 'file')} (${formatBytes(s.dataBytes)})`,
+    count(s.directories, 'directory', 'directories'),
+    count(s.symlinks, 'symlink'),
+  ];
+  if (s.hardlinks > 0) parts.push(count(s.hardlinks, 'hard link'));
+  if (s.nodes > 0) parts.push(count(s.nodes, 'device node or fifo', 'device nodes and fifos'));
+  if (s.whiteouts > 0 || s.opaques > 0) parts.push(`${count(s.whiteouts, 'whiteout')}, ${count(s.opaques, 'opaque directory', 'opaque directories')}`);
+  if (s.skippedXattrs > 0) parts.push(`${count(s.skippedXattrs, 'xattr')} not stored (only user.*, trusted.* and security.* are)`);
   const on = r.parent === null ? '' : ` on ${r.parent}`;
   return `imported image ${r.name}${on} from ${from} (${r.sourceKind}): ${parts.join(', ')} in ${(s.elapsedMs / 1000).toFixed(2)} s\n`;
+}
+
+function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 /** Copy stdin to a private file under ROOT/tmp; returns its path. */
