@@ -1,6 +1,8 @@
 #!/bin/sh
-# `npm start`: thinfs's main job. For now: a thin pool in ./.thinfs (or $THINFS_ROOT),
-# created on the first run and reused afterwards, and its `thinfs info`.
+# `npm start`: thinfs's main job. A thin pool in ./.thinfs (or $THINFS_ROOT), created on
+# the first run; a busybox image imported once (built from Debian's busybox-static);
+# then a fresh container of it runs a command rootless (user + mount + pid namespaces,
+# chrooted into the FUSE view) and is removed; last, the pool's `thinfs info`.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -16,4 +18,14 @@ if [ ! -e "$root/pool/metadata.db" ]; then
   thinfs init
   echo
 fi
+if ! thinfs inspect busybox >/dev/null 2>&1; then
+  rootfs="$(mktemp -d)"
+  trap 'rm -rf "$rootfs"' EXIT
+  sh fixtures/build-busybox-rootfs.sh "$rootfs/rootfs" >/dev/null
+  thinfs import busybox "$rootfs/rootfs"
+  echo
+fi
+echo "\$ thinfs run busybox --rm -- /bin/sh -c 'id -u; echo hello from a thinfs container > /hello; cat /hello; ls /bin | wc -l'"
+thinfs run busybox --rm -- /bin/sh -c 'id -u; echo hello from a thinfs container > /hello; cat /hello; ls /bin | wc -l'
+echo
 thinfs info

@@ -19,15 +19,19 @@ function demo(root: string): Promise<{ code: number; stdout: string; stderr: str
   });
 }
 
-it('is idempotent: init once, then info every time', async () => {
+it('is idempotent: init and import once, then a rootless run and info every time', async () => {
   const root = path.join(t.dir, 'root');
   const first = await demo(root);
   expect(first.stderr).toBe('');
   expect(first.code).toBe(0);
   expect(first.stdout).toMatch(/^created thin pool /);
   expect(first.stdout).toContain('Storage Driver: thinfs\n Pool Name: ');
+  expect(first.stdout).toMatch(/imported image busybox/);
+  expect(first.stdout).toMatch(/\n0\nhello from a thinfs container\n\s*\d+\n/);
   const second = await demo(root);
   expect(second.code).toBe(0);
   expect(second.stdout).not.toContain('created thin pool');
-  expect(second.stdout).toMatch(/^Storage Driver: thinfs\n/);
+  expect(second.stdout).not.toContain('imported image');
+  expect(second.stdout).toContain('hello from a thinfs container');
+  expect(second.stdout).toMatch(/\nStorage Driver: thinfs\n/);
 });

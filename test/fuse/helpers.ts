@@ -125,6 +125,15 @@ export class TestPool {
     return pid;
   }
 
+  /** Wait until the daemons we saw have exited by themselves (after their last umount). */
+  async waitDaemonsGone(timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ([...this.daemons].some(alive)) {
+      if (Date.now() > deadline) throw new Error('a thinfs daemon did not exit after its last umount');
+      await sleep(50);
+    }
+  }
+
   /** Unmount everything, stop our daemons, detach leftovers, remove the directory. */
   async cleanup(): Promise<void> {
     const mounts = () => mountTable().filter((m) => m.fstype === 'fuse.thinfs' && m.mountpoint.startsWith(`${this.dir}/`));

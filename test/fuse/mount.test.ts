@@ -112,6 +112,7 @@ describe.skipIf(skip !== undefined)('thinfs mount and umount', () => {
   });
 
   describe('bad input: one line, non-zero exit, pool unchanged', () => {
+    beforeAll(() => pool.waitDaemonsGone());
     const cases: [string, string[], number, RegExp][] = [
       ['unknown name', ['mount', 'nope'], 1, /^thinfs: ENOENT: no image or container named 'nope'/],
       ['bad uid map', ['mount', 'c1', '--uid-map', '0:1000'], 2, /--uid-map.*CONTAINER:HOST:COUNT/],
