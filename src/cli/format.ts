@@ -11,6 +11,11 @@ export function formatBytes(n: number): string {
   return bytes.format(n, { unitSeparator: ' ', decimalPlaces: 2 }) ?? `${n} B`;
 }
 
+/** `1 entry`, `3 entries`: a count with its noun in the right number. */
+export function formatCount(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 /** A percentage without trailing zeros: `10%`, `12.5%`. */
 export function formatPercent(p: number): string {
   return `${Number(p.toFixed(2))}%`;

@@ -23,12 +23,13 @@ import * as commit from './commands/commit.js';
 import * as ls from './commands/ls.js';
 import * as inspect from './commands/inspect.js';
 import * as rm from './commands/rm.js';
+import * as exportCmd from './commands/export.js';
 import * as runCmd from './commands/run.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** Commands in the order help lists them; later ones (import, create, mount, ...) register here too. */
-const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, create, commit, ls, inspect, rm, mount, umount, mounts, runCmd, daemon];
+const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, exportCmd, create, commit, ls, inspect, rm, mount, umount, mounts, runCmd, daemon];
 
 /** Build the program; `parseAsync` rejects with a CommanderError, UsageError or ThinfsError. */
 export function buildProgram(): Command {

@@ -14,7 +14,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { fail } from '../errors.js';
 import { Filesystem } from '../fs/index.js';
-import { FuseMount, lazyUnmount, probeMount } from '../fuse/index.js';
+import { FuseMount, lazyUnmount, probeMount, thinfsMountpoints } from '../fuse/index.js';
 import { logger } from '../log.js';
 import type { Pool } from '../pool/index.js';
 import { noSuchDevice, type MountRequest, type MountResult, type UmountResult } from './ops/mount-ops.js';
@@ -72,12 +72,16 @@ export class MountTable {
 
   /** Forget mounts the kernel no longer has (someone ran umount(8) on them). */
   prune(): void {
-    for (const e of this.entries.values()) {
-      if (!e.fuse.stillMounted()) {
-        log.warn({ mount: e.record.name, mountpoint: e.record.mountpoint }, 'the mount went away (unmounted from outside thinfs)');
-        this.drop(e);
+    if (this.entries.size === 0) return;
+    void this.serialize(async () => {
+      const mounted = thinfsMountpoints();
+      for (const e of [...this.entries.values()]) {
+        if (!e.fuse.stillMounted(mounted)) {
+          log.warn({ mount: e.record.name, mountpoint: e.record.mountpoint }, 'the mount went away (unmounted from outside thinfs)');
+          this.drop(e);
+        }
       }
-    }
+    });
   }
 
   /** Unmount everything (shutdown); errors are logged, not thrown. */

@@ -16,7 +16,7 @@ export type { MountSpec } from './mount.js';
 export { mountOptions, userAllowOther, MAX_IO_BYTES } from './options.js';
 export { IdMap, parseIdRange, OVERFLOW_ID } from './idmap.js';
 export type { IdRange } from './idmap.js';
-export { FSTYPE, lazyUnmount, mountTable, probeMount, thinfsMountAt } from './kernel.js';
+export { FSTYPE, lazyUnmount, mountTable, probeMount, thinfsMountAt, thinfsMountpoints } from './kernel.js';
 export type { MountEntry } from './kernel.js';
 export { makeOps } from './ops.js';
 export { toErrno } from './errno.js';

@@ -45,6 +45,11 @@ export function thinfsMountAt(mountpoint: string): MountEntry | undefined {
   return mountTable().find((m) => m.mountpoint === mountpoint && m.fstype === FSTYPE);
 }
 
+/** The mountpoints of every thinfs mount this process sees. */
+export function thinfsMountpoints(): Set<string> {
+  return new Set(mountTable().filter((m) => m.fstype === FSTYPE).map((m) => m.mountpoint));
+}
+
 /** 'served' (answers), 'dead' (ENOTCONN: its daemon is gone), or 'none' (not a thinfs mount). */
 export async function probeMount(mountpoint: string): Promise<'served' | 'dead' | 'none'> {
   if (thinfsMountAt(mountpoint) === undefined) return 'none';

@@ -15,7 +15,7 @@ import { fail, isThinfsError } from '../errors.js';
 import type { Filesystem } from '../fs/index.js';
 import { logger } from '../log.js';
 import { IdMap } from './idmap.js';
-import { lazyUnmount, probeMount, thinfsMountAt } from './kernel.js';
+import { lazyUnmount, probeMount, thinfsMountAt, thinfsMountpoints } from './kernel.js';
 import { loadFuse, type FuseHandle } from './native.js';
 import { makeOps } from './ops.js';
 import { mountOptions } from './options.js';
@@ -95,9 +95,9 @@ export class FuseMount {
     log.info({ mount: this.name, mountpoint: this.mountpoint }, 'unmounted');
   }
 
-  /** False once the kernel no longer lists the mount (someone ran umount(8) on it). */
-  stillMounted(): boolean {
-    return !this.unmounted && thinfsMountAt(this.mountpoint) !== undefined;
+  /** False once the kernel no longer lists the mount (someone ran umount(8) on it); `mounted`: the thinfs mountpoints now. */
+  stillMounted(mounted: ReadonlySet<string> = thinfsMountpoints()): boolean {
+    return !this.unmounted && mounted.has(this.mountpoint);
   }
 }
 

@@ -13,6 +13,8 @@
  * getfattr the import goes on without xattrs and logs a warning. Names the caller may
  * not read (trusted.* as non-root) are simply not listed by getfattr.
  * File names must be valid UTF-8 (the filesystem API takes strings).
+ * The copy runs in short synchronous steps with a turn of the event loop every 20 ms,
+ * so a daemon keeps answering its mounts during a long import.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -26,6 +28,8 @@ import { LayerWriter, type EntryMeta } from './writer.js';
 
 const log = logger('layers');
 const READ_BYTES = 1024 * 1024;
+/** The walk is synchronous; it gives the event loop a turn this often. */
+const YIELD_EVERY_MS = 20;
 
 interface Found {
   /** Path relative to the source directory ('' for the directory itself). */
@@ -49,7 +53,13 @@ export async function importDirectory(
   const progress = progressThrottle(opts, found.length, 'entries');
   const buf = Buffer.allocUnsafe(READ_BYTES);
   let entries = 0;
+  let lastYield = Date.now();
   for (const { rel, st } of found) {
+    if (Date.now() - lastYield >= YIELD_EVERY_MS) {
+      // In the daemon this loop shares the event loop with every mount: let FUSE requests through.
+      await new Promise((resolve) => setImmediate(resolve));
+      lastYield = Date.now();
+    }
     const name = rel === '' ? '.' : rel;
     try {
       const p = archivePath(rel === '' ? '.' : rel, dir);
@@ -88,7 +98,7 @@ export async function importDirectory(
       else if (st.isFIFO()) writer.node(p, 'fifo', 0, meta);
       else if (st.isCharacterDevice()) writer.node(p, 'char', Number(st.rdev), meta);
       else if (st.isBlockDevice()) writer.node(p, 'block', Number(st.rdev), meta);
-      else copyFile(writer.file(p, meta), path.join(dir, rel), buf);
+      else await copyFile(writer.file(p, meta), path.join(dir, rel), buf);
     } catch (err) {
       throw entryError(err, dir, name);
     } finally {
@@ -143,13 +153,18 @@ function sourceError(err: unknown, dir: string, rel: string) {
   return fail(code, 'import', dir, rel === '' ? `cannot read the source (${e.message})` : `entry '${rel}': cannot read it (${e.message})`);
 }
 
-function copyFile(sink: ReturnType<LayerWriter['file']>, abs: string, buf: Buffer): void {
+async function copyFile(sink: ReturnType<LayerWriter['file']>, abs: string, buf: Buffer): Promise<void> {
   const fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   try {
+    let lastYield = Date.now();
     for (;;) {
       const n = fs.readSync(fd, buf, 0, buf.length, null);
       if (n === 0) break;
       sink.write(buf.subarray(0, n));
+      if (Date.now() - lastYield >= YIELD_EVERY_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        lastYield = Date.now();
+      }
     }
   } finally {
     fs.closeSync(fd);

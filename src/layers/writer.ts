@@ -104,7 +104,7 @@ export class LayerWriter {
 
   constructor(
     private readonly fs: Filesystem,
-    private readonly blockSizeBytes: number,
+    blockSizeBytes: number,
   ) {
     this.zeroBlock = Buffer.alloc(blockSizeBytes);
   }
@@ -368,7 +368,7 @@ class HoleSkippingSink implements FileSink {
 
   write(chunk: Uint8Array): void {
     if (chunk.byteLength === 0) return;
-    this.pending.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    this.pending.push(Buffer.from(chunk)); // a copy: callers reuse their read buffers
     this.pendingBytes += chunk.byteLength;
     this.onBytes(chunk.byteLength);
     if (this.pendingBytes >= FLUSH_BYTES) this.flush(false);

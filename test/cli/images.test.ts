@@ -15,7 +15,7 @@ import { Filesystem } from '../../src/fs/index.js';
 import { Pool } from '../../src/pool/index.js';
 import { buildBusyboxRootfs, haveBusybox, makeTar, writeTar, writeWhiteoutLayer } from '../helpers/layers.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { namesIn, readFile } from '../helpers/tree.js';
+import { namesIn, readFile, treeOf } from '../helpers/tree.js';
 import { CLI, json, thinfs, type Run } from './helpers.js';
 
 const ROOT_CALLER = { uid: 0, gid: 0 };
@@ -61,7 +61,7 @@ function viewOf<R>(root: string, name: string, fn: (v: Filesystem) => R): R {
 const byName = (devices: DeviceSummary[]) => Object.fromEntries(devices.map((d) => [d.name, d]));
 
 describe('help', () => {
-  it.each(['import', 'create', 'commit', 'ls', 'inspect', 'rm'])('%s --help', async (c) => {
+  it.each(['import', 'export', 'create', 'commit', 'ls', 'inspect', 'rm'])('%s --help', async (c) => {
     const r = await thinfs([c, '--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`Usage: thinfs ${c}`);
@@ -156,6 +156,25 @@ describe.skipIf(!haveBusybox())('images and containers end to end', () => {
     const snap = json<InspectResult>(await ok('inspect', 'snap', '--json'));
     expect(snap.children.map((c) => c.name).sort()).toEqual(['c1', 'c2']);
     expect((await ok('inspect', 'busybox')).stdout).toMatch(/^Image: busybox\n Id: \d+\n Kind: image\n/);
+  });
+
+  it('export --diff of a layer, imported again on its parent, gives the same tree; export to stdout works too', async () => {
+    const file = path.join(t.dir, 'layer2-diff.tar');
+    const r = await ok('export', 'layer2', file, '--diff');
+    expect(r.stdout).toBe(`exported the changes of layer2 to ${file}: 8 entries (92 B of file data), 3 whiteouts, 1 opaque directory\n`);
+    await ok('import', 'layer2b', file, '--parent', 'busybox');
+    const shape = (name: string) =>
+      viewOf(root, name, (v) => {
+        const tree = treeOf(v);
+        return Object.fromEntries(Object.entries(tree).map(([p, { ino: _i, ...rest }]) => [p, p === '/' ? { ...rest, mtimeNs: '' } : rest]));
+      });
+    expect(shape('layer2b')).toEqual(shape('layer2'));
+    const piped = await thinfs(['--root', root, 'export', 'layer2', '--diff']);
+    expect(piped.code).toBe(0);
+    expect(Buffer.byteLength(piped.stdout, 'latin1')).toBeGreaterThan(1024);
+    expect(piped.stderr).toBe('exported the changes of layer2 to stdout: 8 entries (92 B of file data), 3 whiteouts, 1 opaque directory\n');
+    expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
+    await ok('rm', 'layer2b');
   });
 
   it('rm: deferred while devices sit on it, refused for an image with containers unless --force', async () => {
@@ -266,6 +285,8 @@ describe('bad input: one line on stderr, non-zero exit, the pool unchanged', () 
     ['commit: existing name', () => ['commit', 'ctr', 'img'], /^thinfs: EEXIST: an image or container named 'img' exists, commit 'img'$/],
     ['inspect: unknown', () => ['inspect', 'nope'], /^thinfs: ENOENT: no image or container named 'nope' \(see `thinfs ls`\), inspect 'nope'$/],
     ['ls: extra argument', () => ['ls', 'x'], /^thinfs: too many arguments/, 2],
+    ['export: unknown', () => ['export', 'nope', path.join(t.dir, 'out.tar')], /^thinfs: ENOENT: no image or container named 'nope' \(see `thinfs ls`\), export 'nope'$/],
+    ['export: output directory missing', () => ['export', 'img', path.join(t.dir, 'no', 'such', 'out.tar')], /^thinfs: ENOENT: cannot write the output \(.*\), export '.*out\.tar'$/],
     ['rm: unknown', () => ['rm', 'nope'], /^thinfs: ENOENT: no image or container named 'nope' \(see `thinfs ls`\), rm 'nope'$/],
     ['rm: image with containers', () => ['rm', 'img'], /^thinfs: EBUSY: image 'img' has containers: ctr \(remove them first, or use --force to remove them too\), rm 'img'$/],
   ];
@@ -290,7 +311,7 @@ describe('bad input: one line on stderr, non-zero exit, the pool unchanged', () 
     expect(fs.readdirSync(path.join(root, 'tmp'))).toEqual([]);
   });
 
-  it.each([['ls'], ['inspect', 'x'], ['create', 'a', 'b'], ['commit', 'a', 'b'], ['rm', 'a'], ['import', 'a', '/tmp'], ['import', 'a', '-']])(
+  it.each([['ls'], ['inspect', 'x'], ['export', 'x', '/tmp/thinfs-never.tar'], ['create', 'a', 'b'], ['commit', 'a', 'b'], ['rm', 'a'], ['import', 'a', '/tmp'], ['import', 'a', '-']])(
     'without a pool: %j is one line and creates nothing',
     async (...args) => {
       const missing = path.join(t.dir, 'no-pool');

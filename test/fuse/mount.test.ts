@@ -91,6 +91,15 @@ describe.skipIf(skip !== undefined)('thinfs mount and umount', () => {
     await pool.umount('c1');
   });
 
+  it('notices a mount unmounted behind its back (umount(8)), and exits when none is left', async () => {
+    const m = await pool.mount('c1');
+    const pid = pool.noteDaemon()!;
+    await shOk(`umount "${m}"`);
+    for (let i = 0; i < 60 && alive(pid); i++) await sleep(100);
+    expect(alive(pid)).toBe(false);
+    expect(fs.readdirSync(path.join(pool.root, 'run'))).toEqual([]);
+  });
+
   it.skipIf(!isRoot)('shows stored ids through --uid-map/--gid-map and stores new ids shifted back', async () => {
     // Stored 0 shows as 1000, stored 1..65535 as 100001...; new files of uid 1000 are stored as 0.
     // mkdtemp and init made these 0700: uid 1000 must reach the mountpoint.

@@ -16,7 +16,7 @@ import { runOp } from '../../daemon/client.js';
 import type { ImportResult } from '../../daemon/ops/index.js';
 import type { ImportProgress } from '../../layers/index.js';
 import { UsageError } from '../errors.js';
-import { formatBytes, out } from '../format.js';
+import { formatBytes, formatCount as count, out } from '../format.js';
 import { globals } from '../globals.js';
 
 /** Add `thinfs import` to the program. */
@@ -82,10 +82,6 @@ function formatImport(r: ImportResult, from: string): string {
   if (s.skippedXattrs > 0) parts.push(`${count(s.skippedXattrs, 'xattr')} not stored (only user.*, trusted.* and security.* are)`);
   const on = r.parent === null ? '' : ` on ${r.parent}`;
   return `imported image ${r.name}${on} from ${from} (${r.sourceKind}): ${parts.join(', ')} in ${(s.elapsedMs / 1000).toFixed(2)} s\n`;
-}
-
-function count(n: number, one: string, many = `${one}s`): string {
-  return `${n} ${n === 1 ? one : many}`;
 }
 
 /** Copy stdin to a private file under ROOT/tmp; returns its path. */

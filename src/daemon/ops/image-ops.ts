@@ -17,9 +17,12 @@
  *    are removed too (a mounted one: deferred until unmounted). Images sitting on it only
  *    defer its deletion (devicemapper's deferred deletion), as does being mounted.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fail } from '../../errors.js';
-import { findImage, importImage, type ImportImageResult, type ImportProgress } from '../../layers/index.js';
+import { finished } from 'node:stream/promises';
+import { fail, type ErrnoCode } from '../../errors.js';
+import { Filesystem } from '../../fs/index.js';
+import { exportLayer, findImage, importImage, type ExportStats, type ImportImageResult, type ImportProgress } from '../../layers/index.js';
 import type { DevId, DeviceInfo, DeviceKind, Pool } from '../../pool/index.js';
 import { argsObject, optBool, withPool, type OpContext, type OpFn } from './context.js';
 
@@ -58,6 +61,13 @@ export interface InspectResult extends DeviceSummary {
 
 export interface ImportResult extends Omit<ImportImageResult, 'id'> {
   id: number;
+}
+
+export interface ExportResult {
+  name: string;
+  file: string;
+  diff: boolean;
+  stats: ExportStats;
 }
 
 export interface RmResult {
@@ -175,7 +185,44 @@ export function rm(ctx: OpContext, raw: unknown): Promise<RmResult> {
   });
 }
 
-export const IMAGE_OPS: Record<string, OpFn> = { import: importOp, create, commit, ls, inspect, rm };
+/** Write device `name` (or, with `diff`, what it changes over its parent) to `file` (absolute) as an OCI layer tar. */
+export function exportOp(ctx: OpContext, raw: unknown): Promise<ExportResult> {
+  const a = argsObject('export', raw);
+  const name = reqString('export', a, 'name');
+  const file = reqString('export', a, 'file');
+  const diff = optBool('export', a, 'diff');
+  if (!path.isAbsolute(file)) throw fail('EINVAL', 'export', file, 'the output file must be an absolute path');
+  return withPool(ctx, 'read', async (pool) => {
+    const d = pool.findDevice(name);
+    if (d === undefined) throw noSuchDevice('export', name);
+    if (d.state === 'deferred') throw fail('ENOENT', 'export', name, `'${name}' is being deleted`);
+    const view = Filesystem.open(pool, d.id, { readOnly: true });
+    let out: fs.WriteStream | undefined;
+    try {
+      out = fs.createWriteStream(file, { mode: 0o644 });
+      await new Promise<void>((resolve, reject) => {
+        out!.once('open', () => resolve());
+        out!.once('error', reject);
+      });
+      const stats = await exportLayer(view, out, { diff });
+      out.end();
+      await finished(out);
+      return { name, file, diff, stats };
+    } catch (err) {
+      out?.destroy();
+      if (out !== undefined && out.pending !== true) fs.rmSync(file, { force: true });
+      const e = err as NodeJS.ErrnoException;
+      if (typeof e.code === 'string' && e.syscall !== undefined && !(err instanceof Error && err.name === 'ThinfsError')) {
+        throw fail(e.code as ErrnoCode, 'export', file, `cannot write the output (${e.message})`);
+      }
+      throw err;
+    } finally {
+      view.close();
+    }
+  });
+}
+
+export const IMAGE_OPS: Record<string, OpFn> = { import: importOp, create, commit, ls, inspect, rm, export: exportOp };
 
 // ---------------------------------------------------------------- helpers
 

@@ -11,7 +11,7 @@ import { IMAGE_OPS } from './image-ops.js';
 export type { OpContext, OpFn } from './context.js';
 export type { CheckResult, InfoResult, ResizeResult, TrimResult } from './pool-ops.js';
 export type { MountCheckResult, MountResult, MountService, StatusResult, UmountResult } from './mount-ops.js';
-export type { DeviceSummary, ImportResult, InspectResult, RmResult } from './image-ops.js';
+export type { DeviceSummary, ExportResult, ImportResult, InspectResult, RmResult } from './image-ops.js';
 
 export const OPS: Record<string, OpFn> = {
   ...POOL_OPS,
