@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 # `npm install` builds dist/ (prepare); rebuild only when a source is newer.
 if [ ! -f dist/src/cli/main.js ] || [ -n "$(find src -name '*.ts' -newer dist/src/cli/main.js | head -n 1)" ]; then
-  npx --no-install tsc -p .
+  node node_modules/typescript/bin/tsc -p .
 fi
 
 root="${THINFS_ROOT:-$PWD/.thinfs}"

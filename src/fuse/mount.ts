@@ -122,7 +122,7 @@ async function checkMountpoint(mountpoint: string): Promise<void> {
 function mountError(err: Error, mountpoint: string): Error {
   if (isThinfsError(err)) return err;
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOTCONN') return fail('EIO', 'mount', mountpoint, 'a dead FUSE mount is in the way; run `fusermount -u -z` on it');
+  if (code === 'ENOTCONN' || code === 'ECONNABORTED') return fail('EIO', 'mount', mountpoint, 'a dead FUSE mount is in the way; run `fusermount -u -z` on it');
   if (err.message === 'Mountpoint in use') return fail('EBUSY', 'mount', mountpoint, 'something is already mounted there');
   // libfuse2 prints its reason to stderr, which the daemon sends to its log.
   return fail('EIO', 'mount', mountpoint, `libfuse could not mount (${err.message}); its reason is in the daemon log`);
