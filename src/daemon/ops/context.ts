@@ -146,3 +146,18 @@ export function optBool(op: string, args: Record<string, unknown>, key: string):
   if (typeof v !== 'boolean') throw fail('EINVAL', op, undefined, `argument '${key}' must be true or false`);
   return v;
 }
+
+/** A required, non-empty string argument. */
+export function reqString(op: string, a: Record<string, unknown>, key: string): string {
+  const v = optString(op, a, key);
+  if (v === undefined || v === '') throw fail('EINVAL', op, undefined, `argument '${key}' is required`);
+  return v;
+}
+
+/** An optional string argument. */
+export function optString(op: string, a: Record<string, unknown>, key: string): string | undefined {
+  const v = a[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw fail('EINVAL', op, undefined, `argument '${key}' must be a string`);
+  return v;
+}

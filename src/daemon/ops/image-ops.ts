@@ -24,7 +24,7 @@ import { fail, type ErrnoCode } from '../../errors.js';
 import { Filesystem } from '../../fs/index.js';
 import { exportLayer, findImage, importImage, type ExportStats, type ImportImageResult, type ImportProgress } from '../../layers/index.js';
 import type { DevId, DeviceInfo, DeviceKind, Pool } from '../../pool/index.js';
-import { argsObject, optBool, withPool, type OpContext, type OpFn } from './context.js';
+import { argsObject, optBool, optString, reqString, withPool, type OpContext, type OpFn } from './context.js';
 
 /** One device as `thinfs ls` shows it. */
 export interface DeviceSummary {
@@ -272,15 +272,3 @@ function exists(op: string, name: string): Error {
   return fail('EEXIST', op, name, `an image or container named '${name}' exists`);
 }
 
-function reqString(op: string, a: Record<string, unknown>, key: string): string {
-  const v = optString(op, a, key);
-  if (v === undefined || v === '') throw fail('EINVAL', op, undefined, `argument '${key}' is required`);
-  return v;
-}
-
-function optString(op: string, a: Record<string, unknown>, key: string): string | undefined {
-  const v = a[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string') throw fail('EINVAL', op, undefined, `argument '${key}' must be a string`);
-  return v;
-}

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { IdMap, lazyUnmount, parseIdRange, probeMount, thinfsMountAt } from '../../fuse/index.js';
 import { isAlive, readMountRecords, readPid, removeRunFiles, writeMountRecords, type MountRecord } from '../runfiles.js';
-import { argsObject, optBool, withPool, type OpContext, type OpFn } from './context.js';
+import { argsObject, optBool, optString, reqString, withPool, type OpContext, type OpFn } from './context.js';
 
 export type { MountRecord } from '../runfiles.js';
 
@@ -143,18 +143,6 @@ async function umountStale(root: string, name: string | undefined, mountpoint: s
   return { name: rec?.name ?? name ?? '', mountpoint: target, stale: true };
 }
 
-function reqString(op: string, a: Record<string, unknown>, key: string): string {
-  const v = optString(op, a, key);
-  if (v === undefined || v === '') throw fail('EINVAL', op, undefined, `argument '${key}' is required`);
-  return v;
-}
-
-function optString(op: string, a: Record<string, unknown>, key: string): string | undefined {
-  const v = a[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string') throw fail('EINVAL', op, undefined, `argument '${key}' must be a string`);
-  return v;
-}
 
 function optPath(op: string, a: Record<string, unknown>, key: string): string | undefined {
   const v = optString(op, a, key);
