@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { fail, type ErrnoCode } from '../errors.js';
 import { logger } from '../log.js';
 import { LOCAL_OPS, OPS } from './ops/index.js';
-import { errorFromWire, socketAddress, socketPath, type OpRequest, type OpResponse } from './protocol.js';
+import { errorFromWire, onLines, socketAddress, socketPath, type OpRequest, type OpResponse } from './protocol.js';
 
 const log = logger('client');
 
@@ -86,7 +86,6 @@ function call(sock: net.Socket, root: string, op: string, args: object): Promise
   const id = 1;
   const request: OpRequest = { id, op, args };
   return new Promise((resolve, reject) => {
-    let buffered = '';
     let settled = false;
     const settle = (fn: () => void) => {
       if (!settled) {
@@ -94,26 +93,17 @@ function call(sock: net.Socket, root: string, op: string, args: object): Promise
         fn();
       }
     };
-    sock.setEncoding('utf8');
-    sock.on('data', (chunk: string) => {
-      buffered += chunk;
-      let nl: number;
-      while ((nl = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, nl);
-        buffered = buffered.slice(nl + 1);
-        if (line.trim() === '') continue;
-        let res: OpResponse;
-        try {
-          res = JSON.parse(line) as OpResponse;
-        } catch {
-          settle(() => reject(fail('EIO', op, socketPath(root), 'the thinfs daemon sent a response that is not JSON')));
-          return;
-        }
-        if (res.id !== id) continue;
-        if (res.ok) settle(() => resolve(res.result));
-        else settle(() => reject(errorFromWire(res.error ?? { code: 'EIO', message: 'the thinfs daemon failed without saying why' })));
+    onLines(sock, (line) => {
+      let res: OpResponse;
+      try {
+        res = JSON.parse(line) as OpResponse;
+      } catch {
+        settle(() => reject(fail('EIO', op, socketPath(root), 'the thinfs daemon sent a response that is not JSON')));
         return;
       }
+      if (res.id !== id) return;
+      if (res.ok) settle(() => resolve(res.result));
+      else settle(() => reject(errorFromWire(res.error ?? { code: 'EIO', message: 'the thinfs daemon failed without saying why' })));
     });
     sock.on('error', (err) => settle(() => reject(fail('EIO', op, socketPath(root), `lost the thinfs daemon (${err.message})`))));
     sock.on('close', () =>

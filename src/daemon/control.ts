@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { fail } from '../errors.js';
 import { logger } from '../log.js';
-import { errorToWire, socketAddress, socketPath, type OpRequest, type OpResponse } from './protocol.js';
+import { errorToWire, onLines, socketAddress, socketPath, type OpRequest, type OpResponse } from './protocol.js';
 
 const log = logger('daemon');
 
@@ -58,18 +58,9 @@ export async function listenControl(root: string, dispatch: Dispatch): Promise<C
 }
 
 function serveConnection(sock: net.Socket, dispatch: Dispatch): void {
-  let buffered = '';
   let queue: Promise<void> = Promise.resolve();
-  sock.setEncoding('utf8');
-  sock.on('data', (chunk: string) => {
-    buffered += chunk;
-    let nl: number;
-    while ((nl = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, nl);
-      buffered = buffered.slice(nl + 1);
-      if (line.trim() === '') continue;
-      queue = queue.then(() => answer(sock, line, dispatch));
-    }
+  onLines(sock, (line) => {
+    queue = queue.then(() => answer(sock, line, dispatch));
   });
 }
 

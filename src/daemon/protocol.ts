@@ -9,6 +9,7 @@
  * JSON. An error carries the errno code and the full message of the ThinfsError, so the
  * command prints exactly what it would have printed running the operation itself.
  */
+import type { Socket } from 'node:net';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants } from 'node:os';
@@ -62,4 +63,19 @@ export function errorFromWire(e: WireError): ThinfsError {
   const err = new ThinfsError(code, 'daemon');
   Object.defineProperty(err, 'message', { value: e.message, writable: true, configurable: true });
   return err;
+}
+
+/** Call `onLine` with each non-empty newline-terminated line `sock` receives (the NDJSON framing). */
+export function onLines(sock: Socket, onLine: (line: string) => void): void {
+  let buffered = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (chunk: string) => {
+    buffered += chunk;
+    let nl: number;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, nl);
+      buffered = buffered.slice(nl + 1);
+      if (line.trim() !== '') onLine(line);
+    }
+  });
 }
