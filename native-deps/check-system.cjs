@@ -1,5 +1,5 @@
 'use strict';
-// npm preinstall: make sure the system parts FUSE needs are on this machine.
+// npm preinstall: make sure every system package the main job and the tests use is here.
 //
 // fuse-native is rebuilt (native-deps/build.cjs) against Debian's libfuse2
 // (/lib/<triplet>/libfuse.so.2). libfuse2 mounts directly when run as root and
@@ -47,15 +47,31 @@ function isSetuidRoot(file) {
   }
 }
 
+/**
+ * Debian packages the main job (`npm start`) and the tests use, each with the file that
+ * shows it is present. The install step brings all of them, so `npm install && npm start`
+ * and `npm install && npm test` work on a fresh machine without a hand-installed tool.
+ */
+const WANTED = [
+  // build: fuse-native and the native addon are compiled at install
+  { pkg: 'make', present: () => onPath('make') },
+  { pkg: 'g++', present: () => onPath('g++') },
+  { pkg: 'python3', present: () => onPath('python3') },
+  // runtime: libfuse2 (fuse-native links libfuse.so.2), fuse3 (setuid fusermount)
+  { pkg: 'libfuse2', present: () => findLibfuse2() },
+  { pkg: 'fuse3', present: () => { const f = onPath('fusermount'); return f && isSetuidRoot(f); } },
+  // npm start: the busybox image is built from busybox-static; `run` needs unshare/setpriv
+  { pkg: 'busybox-static', present: () => fs.existsSync('/bin/busybox') },
+  { pkg: 'util-linux', present: () => onPath('unshare') && onPath('setpriv') },
+  // tests: fio verify jobs, setfattr/getfattr, GNU tar; bench: fuse-overlayfs comparison
+  { pkg: 'fio', present: () => onPath('fio') },
+  { pkg: 'attr', present: () => onPath('setfattr') && onPath('getfattr') },
+  { pkg: 'tar', present: () => onPath('tar') },
+  { pkg: 'fuse-overlayfs', present: () => onPath('fuse-overlayfs') },
+];
+
 function missingPackages() {
-  const pkgs = [];
-  if (!findLibfuse2()) pkgs.push('libfuse2');
-  const fusermount = onPath('fusermount');
-  if (!fusermount || !isSetuidRoot(fusermount)) pkgs.push('fuse3');
-  if (!onPath('make')) pkgs.push('make');
-  if (!onPath('g++')) pkgs.push('g++');
-  if (!onPath('python3')) pkgs.push('python3');
-  return pkgs;
+  return WANTED.filter((w) => !w.present()).map((w) => w.pkg);
 }
 
 function aptInstall(pkgs) {
