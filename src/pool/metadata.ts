@@ -5,7 +5,7 @@
  * numbered migrations through `migrate(db, component, steps)`.
  */
 import Database from 'better-sqlite3';
-import { fail } from '../errors.js';
+import { fail, ThinfsError, type ErrnoCode } from '../errors.js';
 
 export type Db = Database.Database;
 
@@ -148,4 +148,87 @@ export function migrate(db: Db, component: string, steps: string[]): void {
       if (component === 'pool') db.prepare('UPDATE superblock SET schema_version = ?').run(v + 1);
     })();
   }
+}
+
+/** The SQLite result codes that mean the metadata device is full or failing, as errnos. */
+function sqliteErrno(code: string): ErrnoCode | undefined {
+  if (code === 'SQLITE_FULL') return 'ENOSPC';
+  if (code.startsWith('SQLITE_IOERR')) return code === 'SQLITE_IOERR_NOMEM' ? 'ENOMEM' : 'EIO';
+  if (code === 'SQLITE_CORRUPT' || code.startsWith('SQLITE_CORRUPT_') || code === 'SQLITE_NOTADB') return 'EIO';
+  if (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_') || code === 'SQLITE_LOCKED') return 'EBUSY';
+  if (code === 'SQLITE_READONLY' || code.startsWith('SQLITE_READONLY_')) return 'EROFS';
+  if (code === 'SQLITE_NOMEM') return 'ENOMEM';
+  if (code === 'SQLITE_CANTOPEN') return 'EIO';
+  return undefined;
+}
+
+/** True when `err` says the metadata file itself is damaged (a check is needed). */
+export function isSqliteCorruption(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT'));
+}
+
+/**
+ * The one translation of SQLite errors into errnos (a full metadata disk is ENOSPC, not
+ * EIO). Anything that is not a SQLite error is returned unchanged.
+ */
+export function translateSqliteError(err: unknown, syscall: string, file: string): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (err instanceof ThinfsError || typeof code !== 'string' || !code.startsWith('SQLITE_')) return err;
+  const errno = sqliteErrno(code);
+  if (errno === undefined) return err;
+  const what = isSqliteCorruption(err) ? 'metadata is damaged; run `thinfs check`' : (err as Error).message;
+  return fail(errno, syscall, file, `${what} (${code})`);
+}
+
+/** A fault plan for the metadata: called before every statement runs (see datafile.ts IoFaults). */
+export interface SqlFaults {
+  before(op: 'sql' | 'commit'): void;
+}
+
+const STATEMENT_RUNNERS = new Set(['run', 'get', 'all', 'iterate']);
+const STATEMENT_CHAINERS = new Set(['pluck', 'raw', 'expand', 'safeIntegers', 'bind']);
+
+/**
+ * `db` with `faults.before('sql')` called before each statement (and exec), for fault-
+ * injection tests; the fs tables reach the database through the same handle, so their
+ * statements fail too. Without faults, the plain handle is used (no overhead).
+ */
+export function instrumentDb(db: Db, faults: SqlFaults): Db {
+  const wrapStatement = (stmt: Database.Statement): Database.Statement => {
+    const proxy: Database.Statement = new Proxy(stmt, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (typeof value !== 'function') return value;
+        if (STATEMENT_RUNNERS.has(prop as string)) {
+          return (...args: unknown[]) => {
+            faults.before('sql');
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        }
+        if (STATEMENT_CHAINERS.has(prop as string)) {
+          return (...args: unknown[]) => {
+            (value as (...a: unknown[]) => unknown).apply(target, args);
+            return proxy;
+          };
+        }
+        return (value as (...a: unknown[]) => unknown).bind(target);
+      },
+    });
+    return proxy;
+  };
+  return new Proxy(db, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      if (prop === 'prepare') return (sql: string) => wrapStatement(target.prepare(sql));
+      if (prop === 'exec') {
+        return (sql: string) => {
+          faults.before(/^\s*COMMIT/i.test(sql) ? 'commit' : 'sql');
+          return target.exec(sql);
+        };
+      }
+      return (value as (...a: unknown[]) => unknown).bind(target);
+    },
+  });
 }

@@ -38,6 +38,15 @@ export interface PoolCreateOptions {
 export interface PoolOpenOptions {
   /** Open without writing anything (inspection of a pool a daemon serves). */
   readOnly?: boolean;
+  /**
+   * How long a read-write open waits for another writer to let go of the pool (its flock),
+   * in milliseconds; 0 (the default) fails at once with EBUSY.
+   */
+  waitMs?: number;
+  /** Called once when the open starts waiting for the pool's lock (to tell the user). */
+  onWait?: () => void;
+  /** Fault injection for tests: called before every host I/O call and SQLite statement. */
+  faults?: import('./datafile.js').IoFaults;
 }
 
 export interface DeviceInfo {
@@ -79,6 +88,10 @@ export interface PoolStatus {
   transactionId: number;
   /** Blocks freed but not yet returned to the host (punched after commit). */
   pendingDiscardBlocks: number;
+  /** Why the pool is in fail mode (a commit failed), when it is. */
+  failReason?: string;
+  /** True while the host file system under the pool is full (allocations refused). */
+  hostFull?: boolean;
 }
 
 export interface CheckIssue {
