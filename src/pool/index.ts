@@ -24,7 +24,7 @@
  */
 export { Pool, ThinDevice, DEFAULTS, KiB, MiB, GiB } from './pool.js';
 export type { Chain, FoundBlock, TransactionHooks } from './pool.js';
-export { migrate } from './metadata.js';
+export { migrate, isSqliteCorruption, translateSqliteError } from './metadata.js';
 export type { IoFaults, IoOp } from './datafile.js';
 export type { Db } from './metadata.js';
 export type {

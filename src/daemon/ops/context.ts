@@ -18,7 +18,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail, isThinfsError } from '../../errors.js';
-import { Pool } from '../../pool/index.js';
+import { isSqliteCorruption, Pool, translateSqliteError } from '../../pool/index.js';
 import type { MountService } from './mount-ops.js';
 
 export interface OpContext {
@@ -66,12 +66,21 @@ function metadataFile(root: string): string {
   return path.join(root, 'pool', 'metadata.db');
 }
 
+/** How long a command waits for the pool while another command (or a starting daemon) has it. */
+const POOL_WAIT_MS = 60_000;
+
+/** Tell a person at a terminal why the command pauses (scripts get no extra line). */
+function tellWaiting(): void {
+  if (process.stderr.isTTY) process.stderr.write('thinfs: waiting for the pool (another thinfs command has it open)\n');
+}
+
 /** Pool.open, leaving no SQLite companions behind when it fails. */
 function openDirect(root: string, readOnly: boolean): Pool {
   const meta = metadataFile(root);
   const companions = [`${meta}-wal`, `${meta}-shm`].filter((f) => !fs.existsSync(f));
   try {
-    return guardSqliteSync(root, () => Pool.open(root, { readOnly }));
+    // Commands wait for one another (bounded) instead of failing EBUSY: one writer at a time.
+    return guardSqliteSync(root, () => Pool.open(root, { readOnly, waitMs: readOnly ? 0 : POOL_WAIT_MS, onWait: tellWaiting }));
   } catch (err) {
     const wal = companions.find((f) => f.endsWith('-wal'));
     // Only files this open created, and only an empty log: nothing of anybody's is lost.
@@ -98,23 +107,17 @@ function guardSqliteSync<R>(root: string, fn: () => R): R {
   }
 }
 
-/** SQLite's own errors as ThinfsErrors; anything else unchanged. */
+/**
+ * SQLite's own errors as ThinfsErrors (the pool's one translation); anything else
+ * unchanged. A file SQLite cannot read at all is reported as not a pool or corrupt.
+ */
 function translateSqlite(root: string, err: unknown): unknown {
   if (isThinfsError(err)) return err;
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string' || !code.startsWith('SQLITE_')) return err;
-  const message = (err as Error).message;
   const file = metadataFile(root);
-  if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
-    return fail('EINVAL', 'open', file, `metadata is not a thinfs pool or is corrupt (${message})`);
+  if (isSqliteCorruption(err)) {
+    return fail('EINVAL', 'open', file, `metadata is not a thinfs pool or is corrupt (${(err as Error).message}); run \`thinfs check\``);
   }
-  if (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')) {
-    return fail('EBUSY', 'metadata', file, `the pool metadata is locked by another process (${message})`);
-  }
-  if (code.startsWith('SQLITE_READONLY') || code.startsWith('SQLITE_PERM')) return fail('EROFS', 'metadata', file, message);
-  if (code.startsWith('SQLITE_CANTOPEN')) return fail('EACCES', 'metadata', file, message);
-  if (code.startsWith('SQLITE_FULL')) return fail('ENOSPC', 'metadata', file, message);
-  return fail('EIO', 'metadata', file, message);
+  return translateSqliteError(err, 'metadata', file);
 }
 
 /** The arguments object of a request; EINVAL when it is not an object. */
