@@ -38,7 +38,7 @@ export function formatInfo(r: InfoResult): string {
     ['Thin Devices', r.devices],
     ['Deferred Deleted Device Count', r.deferredDeletions],
     ['Transaction Id', r.transactionId],
-    ['Pool Mode', r.mode],
+    ['Pool Mode', r.mode === 'fail' ? `fail (${r.failReason ?? 'a commit failed'}; reads only until the pool is reopened)` : r.hostFull ? `${r.mode} (the host file system under the pool is full)` : r.mode],
     ['Needs Check', r.needsCheck ? 'yes (run `thinfs check --repair`)' : 'no'],
   ]);
 }

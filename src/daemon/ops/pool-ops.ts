@@ -35,6 +35,10 @@ export interface InfoResult {
   needsCheck: boolean;
   /** Freed bytes not yet punched out of the data file (they go at the next commit). */
   pendingDiscard: number;
+  /** In fail mode: the commit error that put the pool there. */
+  failReason?: string;
+  /** True while the host file system under the pool is full (new allocations get ENOSPC). */
+  hostFull?: boolean;
 }
 
 export interface ResizeResult {
@@ -114,6 +118,7 @@ export function check(ctx: OpContext, raw: unknown): Promise<CheckResult> {
   return withPool(ctx, repair ? 'write' : 'read', (pool) => {
     const report = pool.check({ repair });
     const recheck = repair ? pool.check() : null;
+    if (recheck !== null && recheck.fatal === 0 && pool.status().needsCheck) pool.clearNeedsCheck();
     return { clean: (recheck ?? report).clean, report, recheck, needsCheck: pool.status().needsCheck };
   });
 }
@@ -151,6 +156,8 @@ function infoOf(s: PoolStatus): InfoResult {
     mode: s.mode,
     needsCheck: s.needsCheck,
     pendingDiscard: s.pendingDiscardBlocks * s.blockSizeBytes,
+    ...(s.failReason !== undefined ? { failReason: s.failReason } : {}),
+    ...(s.hostFull ? { hostFull: true } : {}),
   };
 }
 
