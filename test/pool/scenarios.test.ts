@@ -350,6 +350,32 @@ describe('opening', () => {
     expectErrno(() => pool!.createThin('x'), 'EROFS');
   });
 
+  it('a truncated data file: the advice is followable — check --repair grows it back and the pool is writable again', () => {
+    pool = Pool.create(t.dir, { dataSizeBytes: 64 * MiB, minFreePercent: 0 });
+    const d = pool.openDevice(pool.createThin('thin'));
+    d.write(K, 0, fill(4 * 64 * KiB, 1));
+    d.close();
+    pool.close();
+    fs.truncateSync(path.join(t.dir, 'pool', 'data'), 2 * 64 * KiB);
+    pool = Pool.open(t.dir);
+    const r = pool.check();
+    expect(r.fatal).toBe(1);
+    expect(r.issues.find((i) => i.severity === 'fatal')!.fix).toMatch(/check --repair/);
+    expect(pool.check({ repair: true }).repaired).toBe(true);
+    expect(pool.check().clean).toBe(true);
+    pool.clearNeedsCheck(); // what `thinfs check --repair` does once every check is clean
+    expect(pool.mode()).toBe('write');
+    expect(fs.statSync(pool.dataFile).size).toBe(64 * MiB);
+    // The surviving head reads back; the lost tail reads as zeros, as the report says.
+    const dev = pool.openDevice(pool.findDevice('thin')!.id);
+    const buf = Buffer.alloc(4 * 64 * KiB);
+    dev.read(K, 0, buf);
+    expect(buf.subarray(0, 2 * 64 * KiB).equals(fill(2 * 64 * KiB, 1))).toBe(true);
+    expect(buf.subarray(2 * 64 * KiB).every((b) => b === 0)).toBe(true);
+    pool.createThin('after-repair');
+    dev.close();
+  });
+
   it('check finds a leak, --repair fixes it', () => {
     pool = Pool.create(t.dir, { dataSizeBytes: 64 * MiB, minFreePercent: 0 });
     pool.metadataDb().prepare('UPDATE superblock SET hwm = hwm + 3').run();
