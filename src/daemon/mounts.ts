@@ -8,15 +8,23 @@
  *  - mount and umount run one at a time (a promise chain), so the table, the kernel's
  *    mounts and ROOT/run/mounts.json agree whenever no change is in flight;
  *  - mounts.json is rewritten after every change: after a kill -9 it lists exactly the
- *    mounts that were left dead.
+ *    mounts that were left dead;
+ *  - a default mountpoint ROOT/mnt/NAME exists only while NAME is mounted (mountpoints.ts).
+ *
+ * A busy view (a process has its cwd, root, an open or mapped file in it) is not
+ * unmounted: `umount` answers EBUSY naming the holders, and the view keeps being served
+ * and committed as before. `force` detaches it lazily instead, and says so. Shutdown
+ * (SIGTERM) cannot wait for holders that may never let go: it commits everything the
+ * view got, detaches a busy one lazily and logs a warning naming its holders, whose
+ * later requests fail (ENOTCONN once the daemon is gone).
  */
-import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { fail } from '../errors.js';
 import { Filesystem } from '../fs/index.js';
-import { FuseMount, lazyUnmount, probeMount, thinfsMountpoints } from '../fuse/index.js';
+import { describeBusy, FuseMount, lazyUnmount, probeMount, thinfsMountpoints, type BusyReport } from '../fuse/index.js';
 import { logger } from '../log.js';
 import type { Pool } from '../pool/index.js';
+import { createDefaultMountpoint, defaultMountpoint, removeDefaultMountpoint } from './mountpoints.js';
 import { noSuchDevice, type MountRequest, type MountResult, type UmountResult } from './ops/mount-ops.js';
 import { writeMountRecords, type MountRecord } from './runfiles.js';
 
@@ -52,21 +60,36 @@ export class MountTable {
     return this.serialize(() => this.doMount(req));
   }
 
-  /** Unmount by device name, else by mountpoint; commits what the view changed. */
-  umount(name: string, mountpoint: string | undefined): Promise<UmountResult> {
+  /**
+   * Unmount by device name, else by mountpoint; commits what the view changed. A busy
+   * view: EBUSY naming its holders (nothing changes), or with `force` a lazy detach
+   * with a warning in the result.
+   */
+  umount(name: string, mountpoint: string | undefined, force = false): Promise<UmountResult> {
     return this.serialize(async () => {
       const e = this.entries.get(name) ?? [...this.entries.values()].find((x) => x.record.mountpoint === mountpoint);
       if (e === undefined) {
         // Not ours: maybe a dead mount an earlier daemon left there.
         if (mountpoint !== undefined && (await probeMount(mountpoint)) === 'dead') {
           await lazyUnmount(mountpoint);
-          return { name, mountpoint, stale: true };
+          await removeDefaultMountpoint(this.root, path.basename(mountpoint), mountpoint);
+          return { name, mountpoint, stale: true, warnings: [] };
         }
         throw fail('EINVAL', 'umount', name === '' ? mountpoint : name, 'not mounted');
       }
-      await e.fuse.unmount();
-      this.drop(e);
-      return { name: e.record.name, mountpoint: e.record.mountpoint, stale: false };
+      const mp = e.record.mountpoint;
+      const warnings: string[] = [];
+      const busy = await e.fuse.unmount();
+      if (busy !== undefined) {
+        if (!force) {
+          throw fail('EBUSY', 'umount', mp, `target is busy (${describeBusy(busy)}); \`thinfs umount --force\` detaches it anyway, and their unsynced writes may be lost`);
+        }
+        await e.fuse.detach();
+        warnings.push(`${mp} was busy (${describeBusy(busy)}) and is detached lazily: unsynced writes of these processes may be lost, and their next access to it fails`);
+        log.warn({ mount: e.record.name, mountpoint: mp, holders: describeBusy(busy) }, 'umount --force: detached a busy view lazily');
+      }
+      await this.drop(e);
+      return { name: e.record.name, mountpoint: mp, stale: false, warnings };
     });
   }
 
@@ -78,22 +101,27 @@ export class MountTable {
       for (const e of [...this.entries.values()]) {
         if (!e.fuse.stillMounted(mounted)) {
           log.warn({ mount: e.record.name, mountpoint: e.record.mountpoint }, 'the mount went away (unmounted from outside thinfs)');
-          this.drop(e);
+          await this.drop(e);
         }
       }
     });
   }
 
-  /** Unmount everything (shutdown); errors are logged, not thrown. */
+  /** Unmount everything (shutdown): a busy view is detached lazily and logged; errors are logged, not thrown. */
   async unmountAll(): Promise<void> {
     await this.serialize(async () => {
       for (const e of [...this.entries.values()]) {
         try {
-          await e.fuse.unmount();
+          const busy = await e.fuse.unmount();
+          if (busy !== undefined) {
+            logBusyShutdown(e, busy);
+            await e.fuse.detach();
+          }
         } catch (err) {
-          log.error({ err, mount: e.record.name }, 'unmount failed');
+          log.error({ err, mount: e.record.name }, 'unmount failed; detaching lazily');
+          await e.fuse.detach().catch((err2: unknown) => log.error({ err: err2, mount: e.record.name }, 'detaching failed too'));
         }
-        this.drop(e, false);
+        await this.drop(e, false);
       }
     });
   }
@@ -103,20 +131,22 @@ export class MountTable {
     if (info === undefined || info.state !== 'active') throw noSuchDevice(req.name);
     const taken = this.entries.get(info.name);
     if (taken !== undefined) throw fail('EBUSY', 'mount', req.name, `already mounted at ${taken.record.mountpoint}`);
-    const mountpoint = req.mountpoint ?? path.join(this.root, 'mnt', info.name);
+    const mountpoint = req.mountpoint ?? defaultMountpoint(this.root, info.name);
     for (const e of this.entries.values()) {
       const mp = e.record.mountpoint;
       if (mp === mountpoint) throw fail('EBUSY', 'mount', mountpoint, `'${e.record.name}' is mounted there`);
       if (mountpoint.startsWith(`${mp}/`)) throw fail('EINVAL', 'mount', mountpoint, `the mountpoint is inside the mount of '${e.record.name}'`);
     }
-    if (req.mountpoint === undefined) await fsp.mkdir(mountpoint, { recursive: true });
+    if (req.mountpoint === undefined) await createDefaultMountpoint(this.root, info.name);
     const readOnly = req.readOnly || info.readOnly;
     const fs = Filesystem.open(this.pool, info.id, { readOnly });
     let fuse: FuseMount;
     try {
-      fuse = await FuseMount.mount({ name: info.name, mountpoint, fs, readOnly, uids: req.uids, gids: req.gids });
+      fuse = await FuseMount.mount({ name: info.name, mountpoint, fs, readOnly, nosuid: req.nosuid, uids: req.uids, gids: req.gids });
     } catch (err) {
       closeQuietly(fs, info.name);
+      // An empty default mountpoint goes again; one with files in it (refused) stays for the user to see.
+      await removeDefaultMountpoint(this.root, info.name, mountpoint);
       if (this.entries.size === 0) this.onEmpty('failed');
       throw err;
     }
@@ -126,6 +156,7 @@ export class MountTable {
       mountpoint,
       readOnly,
       allowOther: fuse.allowOther,
+      setuid: fuse.setuid,
       uidMap: req.uids.toStrings(),
       gidMap: req.gids.toStrings(),
       mountedAt: new Date().toISOString(),
@@ -135,11 +166,12 @@ export class MountTable {
     return { ...record, warnings: [...fuse.warnings] };
   }
 
-  /** Close the view (commit) and forget it. */
-  private drop(e: Entry, notify = true): void {
+  /** Close the view (commit), forget it, and remove its default mountpoint. */
+  private async drop(e: Entry, notify = true): Promise<void> {
     closeQuietly(e.fs, e.record.name);
     this.entries.delete(e.record.name);
     this.persist();
+    await removeDefaultMountpoint(this.root, e.record.name, e.record.mountpoint);
     if (notify && this.entries.size === 0) this.onEmpty('unmounted');
   }
 
@@ -156,6 +188,13 @@ export class MountTable {
     this.chain = next.catch(() => {});
     return next;
   }
+}
+
+function logBusyShutdown(e: Entry, busy: BusyReport): void {
+  log.warn(
+    { mount: e.record.name, mountpoint: e.record.mountpoint, holders: describeBusy(busy) },
+    'shutting down with a busy view: everything it received is committed, and it is detached lazily; its holders lose access (ENOTCONN) and any unsynced writes',
+  );
 }
 
 function closeQuietly(fs: Filesystem, name: string): void {

@@ -16,6 +16,8 @@ export interface MountRecord {
   mountpoint: string;
   readOnly: boolean;
   allowOther: boolean;
+  /** The kernel honours setuid/setgid bits (a root mount without --nosuid). */
+  setuid: boolean;
   uidMap: string[];
   gidMap: string[];
   /** ISO time of the mount. */

@@ -7,13 +7,17 @@
  * Lifecycle:
  *  - start: log to ROOT/logs/daemon.log (stderr, pretty on a terminal, with
  *    --foreground); open the pool read-write (waiting briefly for a command that holds
- *    it); detach the dead mounts a killed predecessor recorded in run/mounts.json;
- *    replace its stale socket; listen; write run/daemon.pid.
+ *    it); detach the dead mounts a killed predecessor recorded in run/mounts.json and
+ *    remove their default mountpoints; replace its stale socket; listen; write
+ *    run/daemon.pid.
  *  - commits: the filesystem commits on fsync; everything else is committed in batches
  *    by a timer, at most COMMIT_INTERVAL_MS after it was written (DESIGN.md §5).
  *  - exit: after its last mount is unmounted (unless --stay); when no mount came within
  *    IDLE_EXIT_MS of starting or of the last failed mount; on SIGTERM/SIGINT/SIGHUP,
- *    which unmount everything, commit and exit 0.
+ *    which unmount everything, commit and exit 0. A view still busy then is detached
+ *    lazily, with a warning in the log naming its holders (mounts.ts): a shutdown
+ *    cannot wait for processes that may never let go, and everything the view received
+ *    is committed before the daemon exits.
  */
 import * as fs from 'node:fs';
 import { fail, isThinfsError } from '../errors.js';
@@ -25,6 +29,7 @@ import { MountTable } from './mounts.js';
 import { LOCAL_OPS, OPS, type OpContext } from './ops/index.js';
 import type { DaemonStatus, MountService } from './ops/mount-ops.js';
 import { socketPath } from './protocol.js';
+import { removeDefaultMountpoint } from './mountpoints.js';
 import { logFile, pidFile, readMountRecords, removeRunFiles, runDir, writeMountRecords, writePid } from './runfiles.js';
 
 const log = logger('daemon');
@@ -88,7 +93,7 @@ class Daemon {
   async start(): Promise<void> {
     const service: MountService = {
       mount: (req) => this.table.mount(req),
-      umount: (name, mountpoint) => this.table.umount(name, mountpoint),
+      umount: (name, mountpoint, force) => this.table.umount(name, mountpoint, force),
       list: () => this.table.list(),
       status: () => this.status(),
     };
@@ -183,6 +188,7 @@ async function detachDeadMounts(root: string): Promise<void> {
       log.error({ err, mountpoint: rec.mountpoint }, 'cannot detach a dead mount');
     }
   }
+  for (const rec of readMountRecords(root)) await removeDefaultMountpoint(root, rec.name, rec.mountpoint);
   writeMountRecords(root, []);
   fs.rmSync(pidFile(root), { force: true });
 }

@@ -2,21 +2,28 @@
  * The FUSE adapter's public API: serving a Filesystem at a mountpoint through
  * fuse-native (the only module that imports fuse-native is native.ts).
  *
- * Mounting:    FuseMount.mount({ name, mountpoint, fs, readOnly, uids, gids }) -> FuseMount;
- *              mount.unmount(), mount.stillMounted()
+ * Mounting:    FuseMount.mount({ name, mountpoint, fs, readOnly, nosuid, uids, gids }) -> FuseMount;
+ *              mount.unmount() (refuses while busy: returns a BusyReport), mount.detach()
+ *              (lazy, busy or not), mount.stillMounted()
+ *              notEmpty() — the error for a mountpoint with files in it
+ * Busy views:  busyReport(mountpoint), findHolders(mountpoint) — the processes holding a
+ *              mount, from /proc; describeBusy() — "held by pid 12 (bash): cwd; ..."
  * Options:     mountOptions() — the libfuse2 options and why each (options.ts)
  * Id maps:     parseIdRange('C:H:N'), IdMap (stored ids <-> ids shown on the mount)
- * Kernel side: mountTable(), thinfsMountAt(), probeMount(), lazyUnmount() — stale mounts
- *              of a killed daemon, usable from any process
+ * Kernel side: mountTable(), thinfsMountAt(), probeMount(), unmountNow() (non-lazy: 'busy'
+ *              when the kernel says so), lazyUnmount() — stale mounts of a killed daemon,
+ *              usable from any process
  * Operations:  makeOps(fs, cfg) — the fuse-native handler table; toErrno() — the one
  *              error-to-errno translator
  */
-export { FuseMount } from './mount.js';
+export { FuseMount, notEmpty } from './mount.js';
 export type { MountSpec } from './mount.js';
 export { mountOptions, userAllowOther, MAX_IO_BYTES } from './options.js';
 export { IdMap, parseIdRange, OVERFLOW_ID } from './idmap.js';
 export type { IdRange } from './idmap.js';
-export { FSTYPE, lazyUnmount, mountTable, probeMount, thinfsMountAt, thinfsMountpoints } from './kernel.js';
+export { FSTYPE, lazyUnmount, mountTable, probeMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
+export { busyReport, describeBusy, findHolders, isBusy } from './holders.js';
+export type { BusyReport, Holder } from './holders.js';
 export type { MountEntry } from './kernel.js';
 export { makeOps } from './ops.js';
 export { toErrno } from './errno.js';

@@ -1,8 +1,11 @@
 /**
  * What the kernel says about mounts, without fuse-native: the mount table
- * (/proc/self/mountinfo) and lazy unmounting of a FUSE mount whose daemon is gone
- * ("Transport endpoint is not connected"). Safe to use from any process; the daemon
- * must only use the async helpers on paths it may be serving itself.
+ * (/proc/self/mountinfo), unmounting that the kernel refuses while the mount is busy
+ * (`unmountNow`, the authority on "busy"), and lazy unmounting (`lazyUnmount`: of a FUSE
+ * mount whose daemon is gone, "Transport endpoint is not connected", or on --force).
+ * Safe to use from any process; the daemon must only use the async helpers on paths it
+ * may be serving itself (the unmount commands run as child processes, so the daemon's
+ * thread stays free to answer the mount meanwhile).
  */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -60,6 +63,27 @@ export async function probeMount(mountpoint: string): Promise<'served' | 'dead' 
     const code = (err as NodeJS.ErrnoException).code;
     return code === 'ENOTCONN' || code === 'ECONNABORTED' ? 'dead' : 'served';
   }
+}
+
+/**
+ * Unmount `mountpoint` unless it is busy, as umount(8) does (fusermount -u without -z;
+ * as root umount(8) when fusermount is missing or refuses): 'busy' when the kernel
+ * answers EBUSY (a process has its cwd, root, an open or mapped file in it, or a mount
+ * sits inside it), and the mount then stays as it was. Throws when it cannot unmount
+ * for any other reason.
+ */
+export async function unmountNow(mountpoint: string): Promise<'unmounted' | 'busy'> {
+  const tries: [string, string[]][] = [['fusermount', ['-u', mountpoint]]];
+  if (process.geteuid?.() === 0) tries.push(['umount', [mountpoint]]);
+  const errors: string[] = [];
+  for (const [cmd, args] of tries) {
+    const r = await run(cmd, args);
+    if (thinfsMountAt(mountpoint) === undefined) return 'unmounted';
+    // fusermount: "Device or resource busy"; umount(8): "target is busy".
+    if (r !== null && /\bbusy\b/i.test(r)) return 'busy';
+    errors.push(`${cmd}: ${r ?? 'still mounted'}`);
+  }
+  throw fail('EIO', 'umount', mountpoint, `cannot unmount (${errors.join('; ')})`);
 }
 
 /**

@@ -8,15 +8,26 @@
  * asynchronous.
  *
  * The FuseMount does not own the Filesystem: whoever opened it closes it after
- * `unmount` (the daemon commits there).
+ * `unmount` or `detach` (the daemon commits there).
+ *
+ * Unmounting is not lazy: `unmount` refuses (returns a BusyReport) while any process has
+ * its cwd, root, an open or a mapped file in the view, as umount(8) does. A lazy detach
+ * would let the holders go on with open files whose next request fails (ENOTCONN once
+ * the daemon is gone) and whose unsynced writes are lost; `detach` does exactly that,
+ * for `umount --force` and for a shutdown that cannot wait.
+ *
+ * A view mounts only on an empty directory (what libfuse does without `nonempty`): files
+ * underneath would be hidden while it is mounted, and at a default mountpoint they are
+ * writes that missed the container.
  */
 import * as fsp from 'node:fs/promises';
 import { fail, isThinfsError } from '../errors.js';
 import type { Filesystem } from '../fs/index.js';
 import { logger } from '../log.js';
 import { IdMap } from './idmap.js';
-import { lazyUnmount, probeMount, thinfsMountAt, thinfsMountpoints } from './kernel.js';
-import { loadFuse, type FuseHandle } from './native.js';
+import { busyReport, isBusy, type BusyReport } from './holders.js';
+import { lazyUnmount, probeMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
+import { loadFuse, releaseUnmounted, type FuseHandle } from './native.js';
 import { makeOps } from './ops.js';
 import { mountOptions } from './options.js';
 
@@ -32,6 +43,8 @@ export interface MountSpec {
   mountpoint: string;
   fs: Filesystem;
   readOnly: boolean;
+  /** Ignore setuid/setgid bits (root mounts honour them otherwise; fuse/options.ts). */
+  nosuid?: boolean;
   uids?: IdMap;
   gids?: IdMap;
 }
@@ -45,6 +58,8 @@ export class FuseMount {
     readonly mountpoint: string,
     readonly readOnly: boolean,
     readonly allowOther: boolean,
+    /** The kernel honours setuid/setgid bits on this mount. */
+    readonly setuid: boolean,
     /** What the user should be told (e.g. allow_other refused by fuse.conf). */
     readonly warnings: readonly string[],
     private readonly handle: FuseHandle,
@@ -58,7 +73,7 @@ export class FuseMount {
     }
     await checkMountpoint(spec.mountpoint);
     const Fuse = loadFuse();
-    const { options, allowOther, warnings } = mountOptions({ name: spec.name, readOnly: spec.readOnly });
+    const { options, allowOther, setuid, warnings } = mountOptions({ name: spec.name, readOnly: spec.readOnly, nosuid: spec.nosuid === true });
     for (const w of warnings) log.warn({ mount: spec.name }, w);
     const ops = makeOps(spec.fs, { name: spec.name, uids: spec.uids ?? new IdMap(), gids: spec.gids ?? new IdMap() });
     const handle = new Fuse(spec.mountpoint, ops, options);
@@ -77,11 +92,32 @@ export class FuseMount {
       throw err;
     });
     log.info({ mount: spec.name, mountpoint: spec.mountpoint, readOnly: spec.readOnly, options }, 'mounted');
-    return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, allowOther, warnings, handle);
+    return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, allowOther, setuid, warnings, handle);
   }
 
-  /** Detach the mount (lazily: processes inside keep what they hold open until they let go). */
-  async unmount(): Promise<void> {
+  /**
+   * Unmount unless the view is busy. Busy: resolves with what holds it, and the mount
+   * stays served as before. The /proc scan runs first, because it also sees holders in
+   * other mount namespaces (a container chrooted into the view), then the kernel's
+   * non-lazy umount decides (it also counts what the scan cannot read).
+   */
+  async unmount(): Promise<BusyReport | undefined> {
+    if (this.unmounted) return undefined;
+    const before = await busyReport(this.mountpoint);
+    if (isBusy(before)) return before;
+    if ((await unmountNow(this.mountpoint)) === 'busy') return busyReport(this.mountpoint);
+    this.unmounted = true;
+    releaseUnmounted(this.handle);
+    log.info({ mount: this.name, mountpoint: this.mountpoint }, 'unmounted');
+    return undefined;
+  }
+
+  /**
+   * Detach the mount lazily, busy or not (umount --force, shutdown): it leaves the
+   * directory tree at once; processes inside keep their cwd and open files, but once the
+   * filesystem is closed behind it their requests fail and their unsynced writes are lost.
+   */
+  async detach(): Promise<void> {
     if (this.unmounted) return;
     this.unmounted = true;
     await new Promise<void>((resolve) => {
@@ -92,7 +128,7 @@ export class FuseMount {
     });
     // fuse-native's fusermount may fail (already unmounted by hand, fusermount missing): make sure.
     if (thinfsMountAt(this.mountpoint) !== undefined) await lazyUnmount(this.mountpoint);
-    log.info({ mount: this.name, mountpoint: this.mountpoint }, 'unmounted');
+    log.info({ mount: this.name, mountpoint: this.mountpoint }, 'detached lazily');
   }
 
   /** False once the kernel no longer lists the mount (someone ran umount(8) on it); `mounted`: the thinfs mountpoints now. */
@@ -101,7 +137,7 @@ export class FuseMount {
   }
 }
 
-/** The mountpoint must be a directory; a dead thinfs mount left there by a killed daemon is detached first. */
+/** The mountpoint must be an empty directory; a dead thinfs mount left there by a killed daemon is detached first. */
 async function checkMountpoint(mountpoint: string): Promise<void> {
   if ((await probeMount(mountpoint)) === 'dead') {
     log.warn({ mountpoint }, 'detaching a stale thinfs mount (its daemon is gone)');
@@ -117,6 +153,17 @@ async function checkMountpoint(mountpoint: string): Promise<void> {
   }
   if (!st.isDirectory()) throw fail('ENOTDIR', 'mount', mountpoint, 'the mountpoint is not a directory');
   if (thinfsMountAt(mountpoint) !== undefined) throw fail('EBUSY', 'mount', mountpoint, 'a thinfs view is already mounted there');
+  const names = await fsp.readdir(mountpoint).catch((err: Error) => {
+    throw fail('EIO', 'mount', mountpoint, `cannot read the mountpoint (${err.message})`);
+  });
+  if (names.length > 0) throw notEmpty(mountpoint, names);
+}
+
+/** ENOTEMPTY naming a few of the entries found in a mountpoint; `why` replaces the general reason. */
+export function notEmpty(mountpoint: string, names: string[], why = 'a view mounts only on an empty directory, so nothing underneath is hidden'): Error {
+  const shown = names.slice(0, 3).map((n) => `'${n}'`).join(', ');
+  const more = names.length > 3 ? ` and ${names.length - 3} more` : '';
+  return fail('ENOTEMPTY', 'mount', mountpoint, `the mountpoint is not empty (it holds ${shown}${more}); ${why}`);
 }
 
 function mountError(err: Error, mountpoint: string): Error {

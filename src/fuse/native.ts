@@ -11,6 +11,7 @@
  * libuv loop), so never mount from a worker_thread (vitest must use the forks pool).
  */
 import { createRequire } from 'node:module';
+import * as path from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 
 /** Mount options fuse-native 2.2.6 turns into `-o` flags (index.js `_fuseOptions`), plus `extraOptions` from the patch. */
@@ -49,6 +50,7 @@ export interface FuseMountOptions {
 export interface FuseHandle {
   readonly mnt: string;
   mount(cb: (err: Error | null) => void): void;
+  /** fuse-native's unmount: `fusermount -uz` (lazy, even when busy), then it lets go of its libuv handle. */
   unmount(cb: (err: Error | null) => void): void;
 }
 
@@ -90,6 +92,37 @@ export function loadFuse(): FuseModule {
     fuse = mod;
   }
   return fuse;
+}
+
+/**
+ * Let fuse-native let go of a mount the kernel has already unmounted (kernel.ts
+ * `unmountNow`). Its own `unmount` always starts with `fusermount -uz`, which would
+ * detach whatever is mounted at that path by then and fails when nothing is, skipping
+ * the release; so this calls the release half (the binding's fuse_native_unmount:
+ * unref its libuv handle) directly. The libfuse thread ends by itself once the kernel
+ * closes the connection.
+ */
+export function releaseUnmounted(handle: FuseHandle): void {
+  const thread = (handle as unknown as { _thread?: unknown })._thread;
+  const binding = fuseBinding();
+  if (!Buffer.isBuffer(thread) || binding === undefined) {
+    handle.unmount(() => {}); // an unexpected fuse-native: its own unmount (fails harmlessly, nothing is mounted)
+    return;
+  }
+  binding.fuse_native_unmount(handle.mnt, thread);
+}
+
+/** fuse-native's native binding (the module it loads with node-gyp-build; the same instance). */
+function fuseBinding(): { fuse_native_unmount(mnt: string, thread: Buffer): void } | undefined {
+  try {
+    const req = createRequire(import.meta.url);
+    const dir = path.dirname(req.resolve('fuse-native/package.json'));
+    const gypBuild = createRequire(path.join(dir, 'index.js'))('node-gyp-build') as (dir: string) => Record<string, unknown>;
+    const binding = gypBuild(dir);
+    return typeof binding.fuse_native_unmount === 'function' ? (binding as ReturnType<typeof fuseBinding>) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The uid/gid/pid/umask of the process whose request is being handled; call it at a handler's first line. */

@@ -48,6 +48,19 @@
  *                                 root-owned image files needs.
  *  ro                             read-only mounts (images, --read-only): the kernel answers
  *                                 EROFS before asking us (the filesystem would too).
+ *  suid (root mounts)             libfuse mounts nosuid unless told `suid`, so su, sudo,
+ *                                 ping or passwd in a container ran without their setuid
+ *                                 bits (measured: a setuid-root copy of id(1), run as uid
+ *                                 65534, printed euid 65534). A root mount honours setuid
+ *                                 and setgid bits by default, as fuse-overlayfs and the
+ *                                 kernel's overlayfs do for container runtimes; `thinfs
+ *                                 mount --nosuid` turns it off. A non-root mount is always
+ *                                 nosuid: fusermount forces nosuid,nodev for users (and
+ *                                 ignores `suid`), so it is never asked for.
+ *  nodev                          always (libfuse's default too, kept explicit): device
+ *                                 nodes of an image are stored and listed, but not opened
+ *                                 through the view; runtimes give a container its own /dev,
+ *                                 and a device node in an image must not open the host's disk.
  */
 import * as fs from 'node:fs';
 import type { FuseMountOptions } from './native.js';
@@ -59,6 +72,8 @@ export interface MountOptionsInput {
   /** The device name (fsname=thinfs:NAME). */
   name: string;
   readOnly: boolean;
+  /** Ignore setuid/setgid bits even on a root mount (`thinfs mount --nosuid`). */
+  nosuid?: boolean;
   /** Mounting as root (default: the effective uid of this process is 0). */
   asRoot?: boolean;
   /** Contents of /etc/fuse.conf (default: read it). */
@@ -68,6 +83,8 @@ export interface MountOptionsInput {
 export interface MountOptionsResult {
   options: FuseMountOptions;
   allowOther: boolean;
+  /** The kernel will honour setuid/setgid bits (root mount without --nosuid). */
+  setuid: boolean;
   /** Things the user should know (allow_other refused by fuse.conf). */
   warnings: string[];
 }
@@ -88,6 +105,8 @@ export function mountOptions(input: MountOptionsInput): MountOptionsResult {
   // attr_timeout=0 goes here: fuse-native drops a 0 (falsy) attrTimeout.
   const extraOptions = ['big_writes', `max_write=${MAX_IO_BYTES}`, 'use_ino', 'hard_remove', 'attr_timeout=0', 'negative_timeout=1'];
   if (input.readOnly) extraOptions.push('ro');
+  const setuid = asRoot && input.nosuid !== true;
+  extraOptions.push(setuid ? 'suid' : 'nosuid', 'nodev');
   const options: FuseMountOptions = {
     fsname: `thinfs:${sanitize(input.name)}`,
     subtype: 'thinfs',
@@ -101,7 +120,7 @@ export function mountOptions(input: MountOptionsInput): MountOptionsResult {
     timeout: false,
     extraOptions,
   };
-  return { options, allowOther, warnings };
+  return { options, allowOther, setuid, warnings };
 }
 
 /** True when fuse.conf has a `user_allow_other` line (comments and blanks ignored). */

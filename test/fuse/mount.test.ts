@@ -1,8 +1,9 @@
 /**
  * `thinfs mount` / `umount` / `mounts` and the daemon's life: images mount read-only,
- * --read-only, uid/gid maps, one daemon for several mounts that exits after the last
- * umount, SIGTERM unmounts and commits, and bad input answered with one line, a
- * non-zero exit and the pool unchanged.
+ * --read-only, uid/gid maps, setuid honoured on root mounts (--nosuid), one daemon for
+ * several mounts that exits after the last umount, SIGTERM unmounts and commits, and bad
+ * input answered with one line, a non-zero exit and the pool unchanged. Busy views and
+ * mountpoints: busy.test.ts.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fingerprint, json } from '../cli/helpers.js';
 import { alive, fuseSkipReason, shOk, sleep, TestPool } from './helpers.js';
 import type { StatusResult } from '../../src/daemon/ops/index.js';
+import { mountOptions } from '../../src/fuse/index.js';
 
 /** The pool's files (SQLite's shared-memory index and an empty WAL that a read-only open leaves aside). */
 function poolFingerprint(root: string): Record<string, string> {
@@ -67,7 +69,7 @@ describe.skipIf(skip !== undefined)('thinfs mount and umount', () => {
     for (let i = 0; i < 50 && alive(pid!); i++) await sleep(100);
     expect(alive(pid!)).toBe(false);
     expect(fs.readdirSync(path.join(pool.root, 'run'))).toEqual([]);
-    expect(fs.readdirSync(m1)).toEqual([]);
+    expect(fs.existsSync(m1)).toBe(false); // default mountpoints exist only while mounted
     // What the first mount wrote was committed on umount.
     await pool.mount('c1');
     expect(fs.readFileSync(path.join(m1, 'x'), 'utf8')).toBe('data');
@@ -120,6 +122,27 @@ describe.skipIf(skip !== undefined)('thinfs mount and umount', () => {
     await pool.umount('c2');
   });
 
+  it.skipIf(!isRoot)('a root mount honours setuid bits; --nosuid turns that off (nodev always)', async () => {
+    // mkdtemp and init made these 0700: uid 65534 must reach the mountpoint.
+    for (const d of [pool.dir, pool.root]) fs.chmodSync(d, 0o755);
+    const m = await pool.mount('c1');
+    await shOk(`cp /usr/bin/id "${m}/id-suid" && chown 0:0 "${m}/id-suid" && chmod 4755 "${m}/id-suid"`);
+    const asNobody = `setpriv --reuid=65534 --regid=65534 --clear-groups "${m}/id-suid" -u`;
+    expect((await shOk(asNobody)).trim()).toBe('0');
+    const opts = () => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === m)!.split(' ')[3]!.split(',');
+    expect(opts()).toContain('nodev');
+    expect(opts()).not.toContain('nosuid');
+    await pool.umount('c1');
+
+    const r = await pool.cli('mount', 'c1', '--nosuid', '--json');
+    pool.noteDaemon();
+    expect(r.code).toBe(0);
+    expect(json<{ setuid: boolean }>(r).setuid).toBe(false);
+    expect((await shOk(asNobody)).trim()).toBe('65534');
+    expect(opts()).toEqual(expect.arrayContaining(['nosuid', 'nodev']));
+    await pool.umount('c1');
+  });
+
   describe('bad input: one line, non-zero exit, pool unchanged', () => {
     beforeAll(() => pool.waitDaemonsGone());
     const cases: [string, string[], number, RegExp][] = [
@@ -154,5 +177,18 @@ describe.skipIf(skip !== undefined)('thinfs mount and umount', () => {
       }
       expect(fs.existsSync(root)).toBe(false);
     });
+  });
+});
+
+describe('setuid and device mount options', () => {
+  const opts = (asRoot: boolean, nosuid: boolean) => mountOptions({ name: 'c1', readOnly: false, asRoot, nosuid, fuseConf: '' });
+  it('a root mount is suid unless --nosuid; a non-root one is always nosuid (fusermount forces it); nodev always', () => {
+    expect(opts(true, false)).toMatchObject({ setuid: true, options: { extraOptions: expect.arrayContaining(['suid', 'nodev']) } });
+    for (const [asRoot, nosuid] of [[true, true], [false, false], [false, true]] as const) {
+      const r = opts(asRoot, nosuid);
+      expect(r.setuid).toBe(false);
+      expect(r.options.extraOptions).toEqual(expect.arrayContaining(['nosuid', 'nodev']));
+      expect(r.options.extraOptions).not.toContain('suid');
+    }
   });
 });

@@ -1,8 +1,9 @@
 /**
- * `thinfs mount NAME [MOUNTPOINT] [--read-only] [--uid-map C:H:N]... [--gid-map C:H:N]...`:
- * mount an image (always read-only) or a container at MOUNTPOINT (default
- * ROOT/mnt/NAME, created). Checks the name first, then starts the pool's daemon when
- * none runs, asks it to mount, and returns once the mountpoint is served.
+ * `thinfs mount NAME [MOUNTPOINT] [--read-only] [--nosuid] [--uid-map C:H:N]... [--gid-map C:H:N]...`:
+ * mount an image (always read-only) or a container at MOUNTPOINT (an empty directory;
+ * default ROOT/mnt/NAME, which exists only while mounted). Checks the name and the
+ * mountpoint first, then starts the pool's daemon when none runs, asks it to mount, and
+ * returns once the mountpoint is served.
  */
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -12,13 +13,14 @@ import type { MountCheckResult, MountResult } from '../../daemon/ops/index.js';
 import { logFile } from '../../daemon/runfiles.js';
 import { ensureDaemon } from '../../daemon/spawn.js';
 import { fail } from '../../errors.js';
-import { parseIdRange } from '../../fuse/index.js';
+import { notEmpty, parseIdRange, thinfsMountAt } from '../../fuse/index.js';
 import { formatJson, out } from '../format.js';
 import { globals } from '../globals.js';
 import { withJson } from '../options.js';
 
 interface MountOptions {
   readOnly?: boolean;
+  nosuid?: boolean;
   uidMap: string[];
   gidMap: string[];
   json?: boolean;
@@ -34,22 +36,25 @@ export function register(program: Command): void {
       .command('mount')
       .description('mount an image (read-only) or a container through FUSE; starts the pool daemon when needed')
       .argument('<name>', 'image or container name')
-      .argument('[mountpoint]', 'an existing directory (default: ROOT/mnt/NAME, created)')
+      .argument('[mountpoint]', 'an existing empty directory (default: ROOT/mnt/NAME, created for the mount and removed after it)')
       .option('--read-only', 'mount read-only (images always are)')
+      .option('--nosuid', 'ignore setuid/setgid bits (a root mount honours them by default; a non-root mount never does)')
       .option('--uid-map <C:H:N>', 'show stored uids C.. as host uids H.. (N of them), like newuidmap; repeatable', idRangeArg, [])
       .option('--gid-map <C:H:N>', 'the same for gids; repeatable', idRangeArg, []),
   ).action(async (name: string, mountpoint: string | undefined, o: MountOptions, cmd: Command) => {
     const { root } = globals(cmd);
     const mp = mountpoint === undefined ? undefined : path.resolve(mountpoint);
     if (mp !== undefined) await requireDirectory(mp);
-    // Unknown names and missing pools fail here, before a daemon is started for nothing.
-    await runOp<MountCheckResult>(root, 'mountCheck', { name });
+    // Unknown names, missing pools and stray files fail here, before a daemon is started for nothing.
+    const dev = await runOp<MountCheckResult>(root, 'mountCheck', { name });
+    if (mp === undefined) await requireNoStrayFiles(path.join(root, 'mnt', dev.name));
     const logLevel = cmd.optsWithGlobals<{ logLevel?: string }>().logLevel;
     await ensureDaemon(root, { logLevel });
     const r = await runOp<MountResult>(root, 'mount', {
       name,
       mountpoint: mp,
       readOnly: o.readOnly === true,
+      nosuid: o.nosuid === true,
       uidMap: o.uidMap,
       gidMap: o.gidMap,
     });
@@ -78,6 +83,19 @@ async function requireDirectory(mp: string): Promise<void> {
     throw fail('EIO', 'mount', mp, `cannot use the mountpoint (${(err as Error).message})`);
   }
   if (!st.isDirectory()) throw fail('ENOTDIR', 'mount', mp, 'the mountpoint is not a directory');
+  // A mount there already is the daemon's to judge (EBUSY, or a dead one it detaches).
+  if (thinfsMountAt(mp) !== undefined) return;
+  const names = await fsp.readdir(mp).catch(() => []);
+  if (names.length > 0) throw notEmpty(mp, names);
+}
+
+/** ROOT/mnt/NAME exists only while mounted: anything in it was written while the view was not there. */
+async function requireNoStrayFiles(mp: string): Promise<void> {
+  if (thinfsMountAt(mp) !== undefined) return;
+  const names = await fsp.readdir(mp).catch(() => []);
+  if (names.length > 0) {
+    throw notEmpty(mp, names, 'these were written there while the view was not mounted and are not in the container: move them away, then mount');
+  }
 }
 
 /** Wait until `mp` is a different filesystem from its parent (the FUSE mount answers). */

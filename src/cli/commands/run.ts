@@ -24,6 +24,7 @@ import { globals } from '../globals.js';
 interface RunOptions {
   name?: string;
   rm?: boolean;
+  nosuid?: boolean;
 }
 
 /** Add `thinfs run` to the program. */
@@ -35,6 +36,7 @@ export function register(program: Command): void {
     .argument('[cmd...]', 'command and arguments after -- (default: /bin/sh)')
     .option('--name <container>', 'name of the container to create from an image (default: run-<random>)')
     .option('--rm', 'delete the container afterwards if run created it')
+    .option('--nosuid', 'mount the view nosuid (as root; a rootless mount always is)')
     .action(async (name: string, cmd: string[], o: RunOptions, command: Command) => {
       const { root } = globals(command);
       const code = await run(root, name, cmd.length > 0 ? cmd : ['/bin/sh'], o, command);
@@ -55,7 +57,7 @@ async function run(root: string, name: string, cmd: string[], o: RunOptions, com
   const uid = process.getuid?.() ?? 0;
   const gid = process.getgid?.() ?? 0;
   const maps = uid === 0 ? [] : ['--uid-map', `0:${uid}:1`, '--gid-map', `0:${gid}:1`];
-  await self(root, command, ['mount', container, ...maps]);
+  await self(root, command, ['mount', container, ...maps, ...(o.nosuid ? ['--nosuid'] : [])]);
   const mnt = path.join(root, 'mnt', container);
   let status = 1;
   try {

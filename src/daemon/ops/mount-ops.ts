@@ -5,12 +5,13 @@
  * Mounting needs the daemon (it serves the mounts): inside it `ctx.mounts` is its mount
  * table. Without a daemon, `umount` and `mounts` still answer from ROOT/run/mounts.json,
  * the record a killed daemon left behind: `umount` detaches such a dead mount
- * ("Transport endpoint is not connected") and, with the last one, removes the stale
- * socket and pid files, so the pool and its mountpoints are clean again.
+ * ("Transport endpoint is not connected"), removes its default mountpoint and, with the
+ * last one, the stale socket and pid files, so the pool and its mountpoints are clean again.
  */
 import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { IdMap, lazyUnmount, parseIdRange, probeMount, thinfsMountAt } from '../../fuse/index.js';
+import { removeDefaultMountpoint } from '../mountpoints.js';
 import { isAlive, readMountRecords, readPid, removeRunFiles, writeMountRecords, type MountRecord } from '../runfiles.js';
 import { argsObject, optBool, optString, reqString, withPool, type OpContext, type OpFn } from './context.js';
 
@@ -19,9 +20,11 @@ export type { MountRecord } from '../runfiles.js';
 /** What `mount` asks of the daemon (ids maps already parsed and checked). */
 export interface MountRequest {
   name: string;
-  /** Absolute; default ROOT/mnt/NAME (created). */
+  /** Absolute; default ROOT/mnt/NAME (created, and removed after unmount). */
   mountpoint?: string;
   readOnly: boolean;
+  /** Ignore setuid/setgid bits (root mounts honour them otherwise). */
+  nosuid: boolean;
   uids: IdMap;
   gids: IdMap;
 }
@@ -35,6 +38,8 @@ export interface UmountResult {
   mountpoint: string;
   /** True when the mount was a dead one left by a killed daemon. */
   stale: boolean;
+  /** What the user should be told (a busy view detached by `force`). */
+  warnings: string[];
 }
 
 export interface DaemonStatus {
@@ -67,31 +72,33 @@ export interface MountCheckResult {
 /** The daemon's side of the mount operations. */
 export interface MountService {
   mount(req: MountRequest): Promise<MountResult>;
-  /** By device name, else by mountpoint path. */
-  umount(name: string, mountpoint: string | undefined): Promise<UmountResult>;
+  /** By device name, else by mountpoint path; a busy view is EBUSY, or detached lazily with `force`. */
+  umount(name: string, mountpoint: string | undefined, force: boolean): Promise<UmountResult>;
   list(): MountRecord[];
   status(): DaemonStatus;
 }
 
-/** Mount device `name` at `mountpoint` (default ROOT/mnt/NAME); `readOnly`; `uidMap`/`gidMap`: ['C:H:N', ...]. */
+/** Mount device `name` at `mountpoint` (default ROOT/mnt/NAME); `readOnly`; `nosuid`; `uidMap`/`gidMap`: ['C:H:N', ...]. */
 export async function mount(ctx: OpContext, raw: unknown): Promise<MountResult> {
   const a = argsObject('mount', raw);
   const name = reqString('mount', a, 'name');
   const mountpoint = optPath('mount', a, 'mountpoint');
   const readOnly = optBool('mount', a, 'readOnly');
+  const nosuid = optBool('mount', a, 'nosuid');
   const uids = new IdMap(strings('mount', a, 'uidMap').map((t) => parseIdRange(t, '--uid-map')), '--uid-map');
   const gids = new IdMap(strings('mount', a, 'gidMap').map((t) => parseIdRange(t, '--gid-map')), '--gid-map');
   if (ctx.mounts === undefined) throw fail('ENOTCONN', 'mount', name, 'mounting needs the thinfs daemon, and none runs for this pool');
-  return ctx.mounts.mount({ name, mountpoint, readOnly, uids, gids });
+  return ctx.mounts.mount({ name, mountpoint, readOnly, nosuid, uids, gids });
 }
 
-/** Unmount by `name` (a device name) or `mountpoint` (an absolute path). */
+/** Unmount by `name` (a device name) or `mountpoint` (an absolute path); `force`: detach a busy view lazily. */
 export async function umount(ctx: OpContext, raw: unknown): Promise<UmountResult> {
   const a = argsObject('umount', raw);
   const name = optString('umount', a, 'name');
   const mountpoint = optPath('umount', a, 'mountpoint');
+  const force = optBool('umount', a, 'force');
   if (name === undefined && mountpoint === undefined) throw fail('EINVAL', 'umount', undefined, 'give a name or a mountpoint');
-  if (ctx.mounts !== undefined) return ctx.mounts.umount(name ?? '', mountpoint);
+  if (ctx.mounts !== undefined) return ctx.mounts.umount(name ?? '', mountpoint, force);
   return umountStale(ctx.root, name, mountpoint);
 }
 
@@ -137,10 +144,11 @@ async function umountStale(root: string, name: string | undefined, mountpoint: s
     throw fail('EINVAL', 'umount', name ?? mountpoint, 'not mounted');
   }
   if (thinfsMountAt(target) !== undefined) await lazyUnmount(target);
+  await removeDefaultMountpoint(root, rec?.name ?? path.basename(target), target);
   const left = records.filter((r) => r !== rec && thinfsMountAt(r.mountpoint) !== undefined);
   if (left.length === 0 && (pid === undefined || !isAlive(pid))) removeRunFiles(root);
   else writeMountRecords(root, left);
-  return { name: rec?.name ?? name ?? '', mountpoint: target, stale: true };
+  return { name: rec?.name ?? name ?? '', mountpoint: target, stale: true, warnings: [] };
 }
 
 
