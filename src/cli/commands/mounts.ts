@@ -21,6 +21,11 @@ function formatStatus(r: StatusResult): string {
     r.daemon === null
       ? 'daemon: not running\n'
       : `daemon: pid ${r.daemon.pid}, ${formatBytes(r.daemon.rssBytes)} resident, up ${Math.round(r.daemon.uptimeMs / 1000)} s${r.daemon.stay ? ', --stay' : ''}\n`;
+  if (r.daemon !== null && r.daemon.poolMode !== 'write') {
+    text += r.daemon.poolMode === 'fail'
+      ? `pool mode: fail (${r.daemon.failReason ?? 'a commit failed'}); the views only read; restart the daemon to go on from the last commit\n`
+      : `pool mode: ${r.daemon.poolMode}\n`;
+  }
   if (r.mounts.length === 0) return `${text}no mounts\n`;
   text += formatTable(
     ['NAME', 'MOUNTPOINT', 'MODE', 'STATE', 'ID MAPS'],

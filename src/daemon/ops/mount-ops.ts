@@ -11,6 +11,7 @@
 import * as path from 'node:path';
 import { fail } from '../../errors.js';
 import { IdMap, lazyUnmount, parseIdRange, probeMount, thinfsMountAt } from '../../fuse/index.js';
+import type { PoolMode } from '../../pool/index.js';
 import { removeDefaultMountpoint } from '../mountpoints.js';
 import { isAlive, readMountRecords, readPid, removeRunFiles, writeMountRecords, type MountRecord } from '../runfiles.js';
 import { argsObject, optBool, optString, reqString, withPool, type OpContext, type OpFn } from './context.js';
@@ -53,6 +54,10 @@ export interface DaemonStatus {
   externalBytes: number;
   /** Commits the daemon's timer made (batched metadata commits). */
   timedCommits: number;
+  /** The pool's mode (write, out-of-data-space, read-only, fail). */
+  poolMode: PoolMode;
+  /** In fail mode: why (the commit that failed). */
+  failReason?: string;
 }
 
 export interface StatusResult {
