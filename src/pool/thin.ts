@@ -190,6 +190,7 @@ export class BlockIo {
       throw err;
     }
     for (const m of newMappings) this.st.upsertMapping.run(key, m.fb, chain.top, m.pb);
+    if (fresh.length === 0 && newlyMapped === 0) return; // an overwrite in place changes no counter
     top.owned += fresh.length;
     top.mapped += newlyMapped;
     this.tree.touch(top);
