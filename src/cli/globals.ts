@@ -4,7 +4,7 @@
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 
 /** The options every command can read. */
 export interface Globals {
@@ -28,6 +28,12 @@ export function resolveRoot(
   const xdg = env.XDG_DATA_HOME;
   if (xdg !== undefined && path.isAbsolute(xdg)) return path.join(xdg, 'thinfs');
   return path.join(home, '.local', 'share', 'thinfs');
+}
+
+/** Commander parser of --root: an empty value is refused, not taken for "the default root". */
+export function parseRoot(value: string): string {
+  if (value.trim() === '') throw new InvalidArgumentError('the pool root must not be empty (leave out --root for the default)');
+  return value;
 }
 
 /** The global options as seen from a (sub)command. */

@@ -6,7 +6,9 @@
  * turns every failure into one line on stderr.
  */
 import { Command, Option } from 'commander';
-import { configureLog } from '../log.js';
+import { configureLog, isLogLevel, LOG_LEVELS } from '../log.js';
+import { UsageError } from './errors.js';
+import { parseRoot } from './globals.js';
 import { packageVersion } from './version.js';
 import * as check from './commands/check.js';
 import * as info from './commands/info.js';
@@ -26,8 +28,6 @@ import * as rm from './commands/rm.js';
 import * as exportCmd from './commands/export.js';
 import * as runCmd from './commands/run.js';
 
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-
 /** Commands in the order help lists them; later ones (import, create, mount, ...) register here too. */
 const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, exportCmd, create, commit, ls, inspect, rm, mount, umount, mounts, runCmd, daemon];
 
@@ -36,17 +36,28 @@ export function buildProgram(): Command {
   const program = new Command('thinfs')
     .description('thin-provisioned snapshot storage for containers: a devicemapper-style thin pool on a sparse file, mounted through FUSE')
     .version(packageVersion(), '-V, --version', 'print the version')
-    .option('--root <dir>', 'pool root directory (default: $THINFS_ROOT, else /var/lib/thinfs as root, else $XDG_DATA_HOME/thinfs or ~/.local/share/thinfs)')
+    .option('--root <dir>', 'pool root directory (default: $THINFS_ROOT, else /var/lib/thinfs as root, else $XDG_DATA_HOME/thinfs or ~/.local/share/thinfs)', parseRoot)
     .addOption(new Option('--log-level <level>', 'log level (default: $THINFS_LOG_LEVEL or error)').choices(LOG_LEVELS))
     .exitOverride()
     .configureOutput({ outputError: () => {} })
     .showSuggestionAfterError(true);
   // A command answers with its output or its one error line; the pool's warnings (ENOSPC,
-  // needs_check) repeat what that answer says, so they show from --log-level warn on.
+  // needs_check) repeat what that answer says, so they show from --log-level warn on. At
+  // the default level even error records wait for the outcome (log.ts): a failure prints
+  // only its one line, a success shows them; a level asked for shows them as they come.
   program.hook('preAction', () => {
     const { logLevel } = program.opts<{ logLevel?: string }>();
-    configureLog({ level: logLevel ?? process.env.THINFS_LOG_LEVEL ?? 'error', pretty: process.stderr.isTTY === true });
+    const level = logLevel ?? envLogLevel();
+    configureLog({ level: level ?? 'error', pretty: process.stderr.isTTY === true, hold: level === undefined });
   });
   for (const c of COMMANDS) c.register(program);
   return program;
+}
+
+/** $THINFS_LOG_LEVEL (unset or empty: undefined); a value that names no level is a usage error. */
+function envLogLevel(): string | undefined {
+  const env = process.env.THINFS_LOG_LEVEL;
+  if (env === undefined || env === '') return undefined;
+  if (!isLogLevel(env)) throw new UsageError(`THINFS_LOG_LEVEL '${env}' is not a log level (one of ${LOG_LEVELS.join(', ')})`);
+  return env;
 }

@@ -25,6 +25,7 @@ import { lazyUnmount, thinfsMountAt } from '../fuse/index.js';
 import { configureLog, logger } from '../log.js';
 import { Pool } from '../pool/index.js';
 import { listenControl, type ControlServer } from './control.js';
+import { keepServingThroughEscapes } from './escapes.js';
 import { MountTable } from './mounts.js';
 import { LOCAL_OPS, OPS, type OpContext } from './ops/index.js';
 import type { DaemonStatus, MountService } from './ops/mount-ops.js';
@@ -102,9 +103,9 @@ class Daemon {
     this.timers.push(setInterval(() => this.commitTick(), COMMIT_INTERVAL_MS));
     this.timers.push(setInterval(() => this.pruneTick(), PRUNE_INTERVAL_MS));
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => void this.stop(`${sig}`));
-    // The adapter never throws into fuse-native; should anything else escape, log it and keep serving.
-    process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (the daemon keeps running)'));
-    process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection (the daemon keeps running)'));
+    // The adapter never throws into fuse-native; should anything else escape (or a log or
+    // stdio write fail), it is logged and the daemon keeps serving: escapes.ts.
+    keepServingThroughEscapes();
     log.info({ root: this.root, pid: process.pid, stay: this.stay }, 'thinfs daemon started');
   }
 

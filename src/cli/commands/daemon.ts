@@ -14,7 +14,7 @@ export function register(program: Command): void {
     .option('--foreground', 'stay attached; log to stderr (pretty on a terminal)')
     .option('--stay', 'keep running after the last unmount')
     .action(async (o: { foreground?: boolean; stay?: boolean }, cmd: Command) => {
-      const logLevel = cmd.optsWithGlobals<{ logLevel?: string }>().logLevel ?? process.env.THINFS_LOG_LEVEL;
+      const logLevel = cmd.optsWithGlobals<{ logLevel?: string }>().logLevel ?? (process.env.THINFS_LOG_LEVEL || undefined);
       const code = await runDaemon({ root: globals(cmd).root, foreground: o.foreground === true, stay: o.stay === true, logLevel });
       // fuse-native keeps libuv handles of unmounted filesystems referenced: leave explicitly.
       process.exit(code);
