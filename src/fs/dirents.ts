@@ -10,8 +10,12 @@
  * Opaque directories need no marker: a directory's entries are keyed by its inode number,
  * so a fresh directory inode (makeOpaque, or rmdir + mkdir) has no lower entries at all.
  * A directory rename rewrites two rows and moves the whole subtree in O(1).
+ *
+ * Names are byte strings (bytes.ts), stored as BLOBs of their raw bytes: two names that
+ * differ in any byte are two entries, whatever UTF-8 would make of them.
  */
 import type { Db, LayerId } from '../pool/index.js';
+import { byteString, bytesOf, type ByteString } from './bytes.js';
 import type { Ino } from './types.js';
 import { posOf, type View } from './view.js';
 
@@ -25,7 +29,7 @@ export interface Entry {
 /** A change the top layer makes to one name, for changes(). */
 export interface NameChange {
   parent: Ino;
-  name: string;
+  name: ByteString;
   /** What the layers below show (undefined: nothing). */
   before: Entry | undefined;
   /** What the device shows now (undefined: deleted). */
@@ -33,7 +37,8 @@ export interface NameChange {
 }
 
 type Row = { layer: LayerId; child: Ino | null; type: number };
-type NamedRow = Row & { name: string };
+/** A row with its name as SQLite returns a BLOB. */
+type NamedRow = Row & { name: Buffer };
 
 export class DirentTable {
   private readonly st;
@@ -58,20 +63,21 @@ export class DirentTable {
   }
 
   /** The entry `name` of directory `parent`, or undefined. */
-  lookup(parent: Ino, name: string): Entry | undefined {
-    return this.nearest(this.st.rows.all(parent, name) as Row[], 0);
+  lookup(parent: Ino, name: ByteString): Entry | undefined {
+    return this.nearest(this.st.rows.all(parent, bytesOf(name)) as Row[], 0);
   }
 
   /** All visible entries of directory `parent` (one query, merged over the chain). */
-  list(parent: Ino): Map<string, Entry> {
-    const best = new Map<string, { pos: number; row: NamedRow }>();
+  list(parent: Ino): Map<ByteString, Entry> {
+    const best = new Map<ByteString, { pos: number; row: NamedRow }>();
     for (const r of this.st.dir.iterate(parent) as Iterable<NamedRow>) {
       const p = posOf(this.view, r.layer);
       if (p === undefined) continue;
-      const b = best.get(r.name);
-      if (b === undefined || p < b.pos) best.set(r.name, { pos: p, row: r });
+      const name = byteString(r.name);
+      const b = best.get(name);
+      if (b === undefined || p < b.pos) best.set(name, { pos: p, row: r });
     }
-    const out = new Map<string, Entry>();
+    const out = new Map<ByteString, Entry>();
     for (const [name, { row }] of best) if (row.child !== null) out.set(name, { ino: row.child, type: row.type });
     return out;
   }
@@ -82,16 +88,17 @@ export class DirentTable {
   }
 
   /** Make `name` in `parent` point at `child` (in the top layer, replacing any whiteout). */
-  insert(parent: Ino, name: string, child: Entry): void {
-    this.st.upsert.run(parent, name, this.view.chain.top, child.ino, child.type);
+  insert(parent: Ino, name: ByteString, child: Entry): void {
+    this.st.upsert.run(parent, bytesOf(name), this.view.chain.top, child.ino, child.type);
   }
 
   /** Remove `name` from `parent`: a whiteout when a lower layer shows it, else no row at all. */
-  remove(parent: Ino, name: string): void {
-    const rows = this.st.rows.all(parent, name) as Row[];
+  remove(parent: Ino, name: ByteString): void {
+    const key = bytesOf(name);
+    const rows = this.st.rows.all(parent, key) as Row[];
     const top = this.view.chain.top;
-    if (this.nearest(rows, 1) !== undefined) this.st.upsert.run(parent, name, top, null, 0);
-    else if (rows.some((r) => r.layer === top)) this.st.remove.run(parent, name, top);
+    if (this.nearest(rows, 1) !== undefined) this.st.upsert.run(parent, key, top, null, 0);
+    else if (rows.some((r) => r.layer === top)) this.st.remove.run(parent, key, top);
   }
 
   /** Drop the top layer's rows of a directory that no longer exists (its whiteouts). */
@@ -107,26 +114,27 @@ export class DirentTable {
   /** Every name the top layer changes, with what lies below and what shows now. */
   topChanges(): NameChange[] {
     const out: NameChange[] = [];
-    const rows = this.st.top.all(this.view.chain.top) as { parent: Ino; name: string; child: Ino | null; type: number }[];
+    const rows = this.st.top.all(this.view.chain.top) as { parent: Ino; name: Buffer; child: Ino | null; type: number }[];
     for (const r of rows) {
       const before = this.nearest(this.st.rows.all(r.parent, r.name) as Row[], 1);
       const after = r.child === null ? undefined : { ino: r.child, type: r.type };
       if (before === undefined && after === undefined) continue;
-      out.push({ parent: r.parent, name: r.name, before, after });
+      out.push({ parent: r.parent, name: byteString(r.name), before, after });
     }
     return out;
   }
 
   /** The visible (parent, name) pairs that point at `ino` (several for hard links). */
-  namesOf(ino: Ino): { parent: Ino; name: string }[] {
-    const out: { parent: Ino; name: string }[] = [];
+  namesOf(ino: Ino): { parent: Ino; name: ByteString }[] {
+    const out: { parent: Ino; name: ByteString }[] = [];
     const seen = new Set<string>();
-    for (const r of this.st.byChild.all(ino) as { parent: Ino; name: string; layer: LayerId }[]) {
+    for (const r of this.st.byChild.all(ino) as { parent: Ino; name: Buffer; layer: LayerId }[]) {
       if (posOf(this.view, r.layer) === undefined) continue;
-      const key = `${r.parent}/${r.name}`;
+      const name = byteString(r.name);
+      const key = `${r.parent}/${name}`;
       if (seen.has(key)) continue;
       seen.add(key);
-      if (this.lookup(r.parent, r.name)?.ino === ino) out.push({ parent: r.parent, name: r.name });
+      if (this.lookup(r.parent, name)?.ino === ino) out.push({ parent: r.parent, name });
     }
     return out;
   }

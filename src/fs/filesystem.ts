@@ -37,6 +37,7 @@ import { constants } from 'node:fs';
 import { fail } from '../errors.js';
 import { logger } from '../log.js';
 import type { DevId, FileKey, Pool, ThinDevice } from '../pool/index.js';
+import { isByteString } from './bytes.js';
 import { computeChanges } from './changes.js';
 import { FileData } from './data.js';
 import { DirentTable } from './dirents.js';
@@ -310,7 +311,8 @@ export class Filesystem {
   symlink(target: string, path: string, caller: Caller): Attr {
     this.beginWrite('symlink', path);
     if (target.length === 0) throw fail('ENOENT', 'symlink', path, 'empty symlink target');
-    if (Buffer.byteLength(target) > SYMLINK_MAX) throw fail('ENAMETOOLONG', 'symlink', path);
+    if (target.length > SYMLINK_MAX) throw fail('ENAMETOOLONG', 'symlink', path);
+    if (!isByteString(target)) throw fail('EINVAL', 'symlink', path, 'target is not a byte string (see fs/bytes.ts)');
     const s = this.slotFor(path, 'symlink', 'EEXIST');
     if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'symlink', path);
     const parent = this.inodeOf(s.dir, 'symlink', path);
@@ -744,7 +746,7 @@ export class Filesystem {
       mode,
       uid: caller.uid,
       gid,
-      size: target === null ? 0 : Buffer.byteLength(target),
+      size: target === null ? 0 : target.length,
       nlink: dir ? 2 : 1,
       rdev,
       atimeNs: now,
@@ -865,7 +867,7 @@ function permits(inode: Inode, mode: number, caller: Caller): boolean {
 
 /** Namespaces thinfs stores: user., trusted., security. (system.* ACLs are not supported). */
 function checkXattr(inode: Inode, name: string, path: string, syscall: string, writing: boolean): void {
-  if (name.length === 0 || Buffer.byteLength(name) > XATTR_NAME_MAX) throw fail('ERANGE', syscall, path, 'bad attribute name');
+  if (name.length === 0 || name.length > XATTR_NAME_MAX || !isByteString(name)) throw fail('ERANGE', syscall, path, 'bad attribute name');
   if (!(name.startsWith('user.') || name.startsWith('trusted.') || name.startsWith('security.'))) {
     throw fail('ENOTSUP', syscall, path, `attribute namespace of '${name}' is not supported`);
   }

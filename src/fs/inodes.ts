@@ -12,6 +12,7 @@
  * abort and when the chain changes.
  */
 import type { Db, FileKey, LayerId } from '../pool/index.js';
+import { byteString, bytesOf, type ByteString } from './bytes.js';
 import type { Attr, Ino } from './types.js';
 import { DIR_SIZE, isDir, isReg, isLnk } from './mode.js';
 import { posOf, type View } from './view.js';
@@ -30,8 +31,8 @@ export interface Inode {
   atimeNs: bigint;
   mtimeNs: bigint;
   ctimeNs: bigint;
-  /** Symlink target; null for everything else. */
-  target: string | null;
+  /** Symlink target (a byte string, stored as a BLOB of its bytes); null for everything else. */
+  target: ByteString | null;
   /** FileKey of the file's blocks in the pool. */
   dataKey: FileKey;
   /** A lower layer's row has the same data key: lower layers may map blocks of it. */
@@ -54,7 +55,7 @@ type Row = {
   atime: bigint;
   mtime: bigint;
   ctime: bigint;
-  target: string | null;
+  target: Buffer | null;
   data_key: bigint;
 };
 
@@ -124,7 +125,7 @@ export class InodeTable {
       atimeNs: best.atime,
       mtimeNs: best.mtime,
       ctimeNs: best.ctime,
-      target: best.target,
+      target: best.target === null ? null : byteString(best.target),
       dataKey: Number(best.data_key) as FileKey,
       dataBelow,
       hasLower,
@@ -142,7 +143,7 @@ export class InodeTable {
   /** Insert a new inode in the top layer. */
   insert(ino: Ino, fields: InodeFields): Inode {
     const inode: Inode = { ...fields, ino, layer: this.view.chain.top, dataBelow: false, hasLower: false };
-    this.st.insert.run(inode);
+    this.st.insert.run(rowOf(inode));
     this.cache.set(ino, inode);
     return inode;
   }
@@ -152,11 +153,11 @@ export class InodeTable {
     Object.assign(inode, patch);
     const top = this.view.chain.top;
     if (inode.layer === top) {
-      this.st.update.run(inode);
+      this.st.update.run(rowOf(inode));
     } else {
       inode.layer = top;
       inode.hasLower = true;
-      this.st.insert.run(inode);
+      this.st.insert.run(rowOf(inode));
     }
   }
 
@@ -180,6 +181,11 @@ export class InodeTable {
   drop(): void {
     this.cache.clear();
   }
+}
+
+/** The statement parameters of `inode`: its target as a BLOB (only symlinks pay for a copy). */
+function rowOf(inode: Inode): Inode | (Omit<Inode, 'target'> & { target: Buffer }) {
+  return inode.target === null ? inode : { ...inode, target: bytesOf(inode.target) };
 }
 
 /** stat(2) of an inode. */

@@ -1,6 +1,7 @@
 /** File type and permission bits, path names, and the filesystem clock. */
 import { constants } from 'node:fs';
 import { fail } from '../errors.js';
+import { isByteString } from './bytes.js';
 
 export const S_IFMT = constants.S_IFMT;
 export const S_IFREG = constants.S_IFREG;
@@ -47,13 +48,15 @@ export interface ParsedPath {
 }
 
 /**
- * Split an absolute path into components. Empty components and '.' are dropped; '..'
- * steps up lexically (FUSE hands us resolved paths; symlinks are never followed here).
- * The last component keeps '.'/'..' visible through `last` so mutating calls can refuse it.
+ * Split an absolute path (a byte string, bytes.ts) into components. Empty components
+ * and '.' are dropped; '..' steps up lexically (FUSE hands us resolved paths; symlinks
+ * are never followed here). The last component keeps '.'/'..' visible through `last`
+ * so mutating calls can refuse it.
  */
 export function parsePath(p: string, syscall: string): ParsedPath & { last: string | undefined } {
   if (typeof p !== 'string' || p.length === 0 || p.charCodeAt(0) !== 47) throw fail('EINVAL', syscall, p, 'paths must be absolute');
   if (p.includes('\0')) throw fail('EINVAL', syscall, p, 'path contains a NUL byte');
+  if (!isByteString(p)) throw fail('EINVAL', syscall, p, 'path is not a byte string (see fs/bytes.ts)');
   const raw = p.split('/');
   let last: string | undefined;
   for (let i = raw.length - 1; i >= 0; i--) {
@@ -69,7 +72,7 @@ export function parsePath(p: string, syscall: string): ParsedPath & { last: stri
       parts.pop();
       continue;
     }
-    if (Buffer.byteLength(c) > NAME_MAX) throw fail('ENAMETOOLONG', syscall, p);
+    if (c.length > NAME_MAX) throw fail('ENAMETOOLONG', syscall, p);
     parts.push(c);
   }
   return { path: parts.length === 0 ? '/' : `/${parts.join('/')}`, parts, last };

@@ -7,7 +7,8 @@
  * Invariant: a cached dentry always names the entry the directory tables show at that
  * path. Every namespace change (unlink, rmdir, rename, makeOpaque) invalidates the
  * dentries of the paths it touches, subtree included; abort and chain changes clear all.
- * Misses are not cached (no negative dentries).
+ * Misses are not cached (no negative dentries). Paths and names are byte strings
+ * (bytes.ts), so two names that differ in any byte are two dentries.
  */
 import { fail } from '../errors.js';
 import type { Entry } from './dirents.js';

@@ -11,6 +11,9 @@
  * Inode numbers (and data keys, the FileKeys under which the pool keeps a file's blocks)
  * come from one pool-wide counter in fs_super, so they are unique across every device
  * and never change on copy-up or rename. The root directory is inode 1 in every device.
+ *
+ * Names are bytes (bytes.ts): entry names, symlink targets and xattr names are BLOBs of
+ * the raw bytes; the modules here bind them with bytesOf and read them with byteString.
  */
 import { fail } from '../errors.js';
 import { migrate, type Db, type DevId, type Pool } from '../pool/index.js';
@@ -63,6 +66,60 @@ const FS_MIGRATIONS: string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX fs_xattrs_by_layer ON fs_xattrs(layer);
   `,
+  // 2: names are bytes (bytes.ts). Entry names, symlink targets and xattr names become
+  // BLOBs holding the raw bytes, compared with memcmp. Version 1 stored them as TEXT
+  // decoded by fuse-native as UTF-8 (so a non-UTF-8 name had already become U+FFFD);
+  // CAST(text AS BLOB) is that text's UTF-8 bytes, which is the name as the kernel saw
+  // it for every valid UTF-8 name, and distinct TEXT rows stay distinct BLOB rows.
+  `
+  CREATE TABLE fs_inodes_v2 (
+    ino INTEGER NOT NULL,
+    layer INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    nlink INTEGER NOT NULL,
+    rdev INTEGER NOT NULL,
+    atime INTEGER NOT NULL,
+    mtime INTEGER NOT NULL,
+    ctime INTEGER NOT NULL,
+    target BLOB,
+    data_key INTEGER NOT NULL,
+    PRIMARY KEY (ino, layer)
+  ) WITHOUT ROWID;
+  INSERT INTO fs_inodes_v2
+    SELECT ino, layer, mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, CAST(target AS BLOB), data_key FROM fs_inodes;
+  DROP TABLE fs_inodes;
+  ALTER TABLE fs_inodes_v2 RENAME TO fs_inodes;
+  CREATE INDEX fs_inodes_by_layer ON fs_inodes(layer);
+
+  CREATE TABLE fs_dirents_v2 (
+    parent INTEGER NOT NULL,
+    name BLOB NOT NULL,
+    layer INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+    child INTEGER,
+    type INTEGER NOT NULL,
+    PRIMARY KEY (parent, name, layer)
+  ) WITHOUT ROWID;
+  INSERT INTO fs_dirents_v2 SELECT parent, CAST(name AS BLOB), layer, child, type FROM fs_dirents;
+  DROP TABLE fs_dirents;
+  ALTER TABLE fs_dirents_v2 RENAME TO fs_dirents;
+  CREATE INDEX fs_dirents_by_layer ON fs_dirents(layer);
+  CREATE INDEX fs_dirents_by_child ON fs_dirents(child) WHERE child IS NOT NULL;
+
+  CREATE TABLE fs_xattrs_v2 (
+    ino INTEGER NOT NULL,
+    name BLOB NOT NULL,
+    layer INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+    value BLOB,
+    PRIMARY KEY (ino, name, layer)
+  ) WITHOUT ROWID;
+  INSERT INTO fs_xattrs_v2 SELECT ino, CAST(name AS BLOB), layer, value FROM fs_xattrs;
+  DROP TABLE fs_xattrs;
+  ALTER TABLE fs_xattrs_v2 RENAME TO fs_xattrs;
+  CREATE INDEX fs_xattrs_by_layer ON fs_xattrs(layer);
+  `,
 ];
 
 /** Cache generation of one device: bumped by every namespace write, so other Filesystems on it drop stale caches. */
@@ -91,6 +148,14 @@ export function fsSuper(pool: Pool): FsSuper {
     const have = db.prepare("SELECT version FROM schema_versions WHERE component = 'fs'").pluck().get() as number | undefined;
     if (have === undefined) throw fail('EROFS', 'open', pool.root, 'the pool has no filesystem tables yet; open it writable once');
     if (have > FS_MIGRATIONS.length) throw fail('EINVAL', 'open', pool.root, `fs schema version ${have} is newer than this thinfs understands`);
+    if (have < FS_MIGRATIONS.length) {
+      throw fail(
+        'EROFS',
+        'open',
+        pool.root,
+        `the pool's filesystem tables are from an older thinfs (version ${have}); the next writing open upgrades them (thinfs mount or thinfs import)`,
+      );
+    }
   } else {
     migrate(db, 'fs', FS_MIGRATIONS);
   }

@@ -32,6 +32,7 @@ export interface Attr {
 }
 
 export interface DirEntry {
+  /** A byte string (bytes.ts). */
   name: string;
   ino: Ino;
   /** File type bits only (S_IFDIR, S_IFREG, ...). */
@@ -55,6 +56,7 @@ export type TimeSpec = bigint | 'now' | 'omit';
 
 export type ChangeKind = 'added' | 'changed' | 'deleted';
 export interface Change {
+  /** A byte string (bytes.ts). */
   path: string;
   kind: ChangeKind;
   /**

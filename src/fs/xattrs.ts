@@ -3,17 +3,19 @@
  * removing one writes a row in the top layer only; a NULL value hides a lower layer's
  * attribute. All attributes of one inode come back from one primary-key range scan and
  * are cached per inode (the kernel asks for security.capability on every write).
+ * Names are byte strings (bytes.ts), stored as BLOBs of their bytes.
  */
 import type { Db, LayerId } from '../pool/index.js';
+import { byteString, bytesOf, type ByteString } from './bytes.js';
 import type { Ino } from './types.js';
 import { posOf, type View } from './view.js';
 
-type Row = { name: string; layer: LayerId; value: Buffer | null };
+type Row = { name: Buffer; layer: LayerId; value: Buffer | null };
 
 const CACHE_LIMIT = 65_536;
 
 export class XattrTable {
-  private readonly cache = new Map<Ino, Map<string, Buffer>>();
+  private readonly cache = new Map<Ino, Map<ByteString, Buffer>>();
   private readonly st;
 
   constructor(
@@ -32,17 +34,18 @@ export class XattrTable {
   }
 
   /** All attributes of `ino` the device sees. Do not modify the returned map. */
-  all(ino: Ino): Map<string, Buffer> {
+  all(ino: Ino): Map<ByteString, Buffer> {
     const hit = this.cache.get(ino);
     if (hit !== undefined) return hit;
-    const best = new Map<string, { pos: number; value: Buffer | null }>();
+    const best = new Map<ByteString, { pos: number; value: Buffer | null }>();
     for (const r of this.st.rows.all(ino) as Row[]) {
       const p = posOf(this.view, r.layer);
       if (p === undefined) continue;
-      const b = best.get(r.name);
-      if (b === undefined || p < b.pos) best.set(r.name, { pos: p, value: r.value });
+      const name = byteString(r.name);
+      const b = best.get(name);
+      if (b === undefined || p < b.pos) best.set(name, { pos: p, value: r.value });
     }
-    const out = new Map<string, Buffer>();
+    const out = new Map<ByteString, Buffer>();
     for (const [name, b] of best) if (b.value !== null) out.set(name, b.value);
     if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
     this.cache.set(ino, out);
@@ -50,19 +53,20 @@ export class XattrTable {
   }
 
   /** Set `name` of `ino` in the top layer. */
-  set(ino: Ino, name: string, value: Buffer): void {
-    this.st.upsert.run(ino, name, this.view.chain.top, value);
+  set(ino: Ino, name: ByteString, value: Buffer): void {
+    this.st.upsert.run(ino, bytesOf(name), this.view.chain.top, value);
     this.cache.delete(ino);
   }
 
   /** Remove `name` of `ino`: hide a lower layer's value, drop the top layer's own. */
-  remove(ino: Ino, name: string): void {
+  remove(ino: Ino, name: ByteString): void {
     const top = this.view.chain.top;
+    const key = bytesOf(name);
     let lower = false;
     let own = false;
     let lowerPos = Number.MAX_SAFE_INTEGER;
     for (const r of this.st.rows.all(ino) as Row[]) {
-      if (r.name !== name) continue;
+      if (!r.name.equals(key)) continue;
       const p = posOf(this.view, r.layer);
       if (p === undefined) continue;
       if (p === 0) own = true;
@@ -71,8 +75,8 @@ export class XattrTable {
         lower = r.value !== null;
       }
     }
-    if (lower) this.st.upsert.run(ino, name, top, null);
-    else if (own) this.st.remove.run(ino, name, top);
+    if (lower) this.st.upsert.run(ino, key, top, null);
+    else if (own) this.st.remove.run(ino, key, top);
     this.cache.delete(ino);
   }
 

@@ -13,11 +13,15 @@
  *    every Filesystem call here is synchronous and copies what it keeps.
  *  - read, write and getxattr answer with a count (or a negative errno) as the first
  *    callback argument; everything else answers (errno, value).
+ *  - Names are bytes: every path, name and symlink target argument arrives as a byte
+ *    string (one char per byte, fs/bytes.ts), and readdir names, readlink targets and
+ *    listxattr names go back the same way, so they pass through here untouched. Only
+ *    log lines decode them (toText), for a person to read.
  */
 import { constants } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { fail } from '../errors.js';
-import type { Caller, Filesystem, TimeSpec } from '../fs/index.js';
+import { toText, type Caller, type Filesystem, type TimeSpec } from '../fs/index.js';
 import { logger } from '../log.js';
 import { toErrno } from './errno.js';
 import type { IdMap } from './idmap.js';
@@ -78,8 +82,8 @@ export function makeOps(fs: Filesystem, cfg: OpsConfig): FuseOps {
 
   function finish(op: string, path: string | undefined, code: number, t0: number): void {
     const ms = performance.now() - t0;
-    if (ms > SLOW_OP_MS) log.warn({ op, path, errno: -code, ms: Math.round(ms), mount: cfg.name }, 'slow FUSE operation');
-    else if (debug) log.debug({ op, path, errno: -code, ms: Number(ms.toFixed(3)), mount: cfg.name }, 'op');
+    if (ms > SLOW_OP_MS) log.warn({ op, path: shown(path), errno: -code, ms: Math.round(ms), mount: cfg.name }, 'slow FUSE operation');
+    else if (debug) log.debug({ op, path: shown(path), errno: -code, ms: Number(ms.toFixed(3)), mount: cfg.name }, 'op');
   }
 
   /** The creator of a new entry, in stored ids (EOVERFLOW when a map does not cover the caller). */
@@ -188,6 +192,11 @@ export function makeOps(fs: Filesystem, cfg: OpsConfig): FuseOps {
     listxattr: (path: string, cb: Cb) => reply('listxattr', path, cb, () => fs.listxattr(path)),
     removexattr: (path: string, name: string, cb: Cb) => reply('removexattr', path, cb, () => fs.removexattr(path, name), () => []),
   };
+}
+
+/** A path for a log line. */
+function shown(path: string | undefined): string | undefined {
+  return path === undefined ? undefined : toText(path);
 }
 
 /** A chown id from the host, in stored terms; -1 stays "unchanged"; EINVAL outside the map. */

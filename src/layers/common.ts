@@ -1,5 +1,6 @@
 /** What the layer importers share: options, statistics, progress and entry errors. */
 import { fail, isThinfsError, ThinfsError, type ErrnoCode } from '../errors.js';
+import { toText } from '../fs/index.js';
 import type { LayerCounts } from './writer.js';
 
 /** Progress of an import: `done` of `total` bytes of a tar (compressed bytes for a tar.gz) or entries of a directory. */
@@ -22,10 +23,10 @@ export interface ImportStats extends LayerCounts {
   elapsedMs: number;
 }
 
-/** An error of one entry, as one line naming the source and the entry. */
+/** An error of one entry, as one line naming the source and the entry (`name` already decoded for display). */
 export function entryError(err: unknown, source: string, name: string): ThinfsError {
   if (isThinfsError(err) && err.syscall === 'import') return err;
-  if (isThinfsError(err)) return fail(err.code, 'import', source, `entry '${name}': ${err.message.replace(/^E[A-Z0-9]+: /, '')}`);
+  if (isThinfsError(err)) return fail(err.code, 'import', source, `entry '${name}': ${shownMessage(err).replace(/^E[A-Z0-9]+: /, '')}`);
   const e = err as NodeJS.ErrnoException;
   const code = (typeof e?.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) ? e.code : 'EIO') as ErrnoCode;
   return fail(code, 'import', source, `entry '${name}': ${e?.message ?? String(err)}`);
@@ -48,3 +49,9 @@ export function progressThrottle(
   };
 }
 
+/** The message of a filesystem error with its path (a byte string, fs/bytes.ts) decoded for a person. */
+function shownMessage(err: ThinfsError): string {
+  const p = err.path;
+  if (p === undefined || toText(p) === p) return err.message;
+  return err.message.split(`'${p}'`).join(`'${toText(p)}'`);
+}

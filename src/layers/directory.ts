@@ -12,7 +12,9 @@
  * process reads those of the whole tree before the walk (the `attr` package). Without
  * getfattr the import goes on without xattrs and logs a warning. Names the caller may
  * not read (trusted.* as non-root) are simply not listed by getfattr.
- * File names must be valid UTF-8 (the filesystem API takes strings).
+ * Names are bytes: the walk reads names, symlink targets and xattr names as raw bytes
+ * (Buffer paths, `{ encoding: 'buffer' }`, getfattr's escapes) and hands them on as
+ * byte strings (fs/bytes.ts), so a name that is not UTF-8 arrives exactly as it is.
  * The copy runs in short synchronous steps with a turn of the event loop every 20 ms,
  * so a daemon keeps answering its mounts during a long import.
  */
@@ -20,7 +22,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fail, type ErrnoCode } from '../errors.js';
-import type { Filesystem } from '../fs/index.js';
+import { byteString, bytesOf, fromText, toText, type ByteString, type Filesystem } from '../fs/index.js';
 import { logger } from '../log.js';
 import { entryError, progressThrottle, type ImportOptions, type ImportStats } from './common.js';
 import { archivePath, classify } from './names.js';
@@ -32,8 +34,8 @@ const READ_BYTES = 1024 * 1024;
 const YIELD_EVERY_MS = 20;
 
 interface Found {
-  /** Path relative to the source directory ('' for the directory itself). */
-  rel: string;
+  /** Path relative to the source directory ('' for the directory itself), a byte string. */
+  rel: ByteString;
   st: fs.BigIntStats;
 }
 
@@ -46,6 +48,7 @@ export async function importDirectory(
 ): Promise<ImportStats> {
   const started = Date.now();
   dir = path.resolve(dir);
+  const dirBytes = fromText(dir);
   const found = walk(dir, opts.avoid ?? []);
   const xattrs = await readXattrs(dir);
   const writer = new LayerWriter(target, blockSizeBytes);
@@ -61,6 +64,7 @@ export async function importDirectory(
       lastYield = Date.now();
     }
     const name = rel === '' ? '.' : rel;
+    const abs = hostPath(dirBytes, rel);
     try {
       const p = archivePath(rel === '' ? '.' : rel, dir);
       const k = classify(p);
@@ -75,7 +79,7 @@ export async function importDirectory(
         gid: Number(st.gid),
         atimeNs: st.atimeNs,
         mtimeNs: st.mtimeNs,
-        xattrs: xattrs.get(path.join(dir, rel)),
+        xattrs: xattrs.get(absOf(dirBytes, rel)),
       };
       if (st.isDirectory()) {
         writer.directory(p, meta);
@@ -94,13 +98,13 @@ export async function importDirectory(
         }
         firstName.set(key, p);
       }
-      if (st.isSymbolicLink()) writer.symlink(p, fs.readlinkSync(path.join(dir, rel)), meta);
+      if (st.isSymbolicLink()) writer.symlink(p, byteString(fs.readlinkSync(abs, { encoding: 'buffer' })), meta);
       else if (st.isFIFO()) writer.node(p, 'fifo', 0, meta);
       else if (st.isCharacterDevice()) writer.node(p, 'char', Number(st.rdev), meta);
       else if (st.isBlockDevice()) writer.node(p, 'block', Number(st.rdev), meta);
-      else await copyFile(writer.file(p, meta), path.join(dir, rel), buf);
+      else await copyFile(writer.file(p, meta), abs, buf);
     } catch (err) {
-      throw entryError(err, dir, name);
+      throw entryError(err, dir, toText(name));
     } finally {
       progress(entries, entries, false);
     }
@@ -110,27 +114,42 @@ export async function importDirectory(
   return { ...writer.counts, entries, elapsedMs: Date.now() - started };
 }
 
-/** Every entry below `dir` (itself first), parents before children, names sorted; never entering a path of `avoid`. */
+/** The absolute path (a byte string) of `rel` below the directory `dirBytes` (a byte string). */
+function absOf(dirBytes: ByteString, rel: ByteString): ByteString {
+  if (rel === '') return dirBytes;
+  return dirBytes.endsWith('/') ? `${dirBytes}${rel}` : `${dirBytes}/${rel}`;
+}
+
+/** The host path (raw bytes, for node:fs) of `rel` below the directory `dirBytes`. */
+function hostPath(dirBytes: ByteString, rel: ByteString): Buffer {
+  return bytesOf(absOf(dirBytes, rel));
+}
+
+/**
+ * Every entry below `dir` (itself first), parents before children, names sorted by
+ * their bytes; never entering a path of `avoid`.
+ */
 function walk(dir: string, avoid: string[]): Found[] {
-  const avoided = new Set(avoid.map((m) => path.resolve(m)));
+  const dirBytes = fromText(dir);
+  const avoided = new Set(avoid.map((m) => fromText(path.resolve(m))));
   const out: Found[] = [];
-  const st = lstat(dir, dir);
+  const st = lstat(hostPath(dirBytes, ''), dir);
   if (!st.isDirectory()) throw fail('ENOTDIR', 'import', dir, 'not a directory');
   out.push({ rel: '', st });
-  const visit = (rel: string) => {
-    let names: string[];
+  const visit = (rel: ByteString) => {
+    let names: ByteString[];
     try {
-      names = fs.readdirSync(path.join(dir, rel));
+      names = fs.readdirSync(hostPath(dirBytes, rel), { encoding: 'buffer' }).map(byteString);
     } catch (err) {
       throw sourceError(err, dir, rel);
     }
     names.sort();
     for (const n of names) {
       const r = rel === '' ? n : `${rel}/${n}`;
-      if (avoided.has(path.join(dir, r))) {
-        throw fail('EINVAL', 'import', dir, `entry '${r}' is a thinfs mount this daemon serves; it can't be read from here`);
+      if (avoided.has(absOf(dirBytes, r))) {
+        throw fail('EINVAL', 'import', dir, `entry '${toText(r)}' is a thinfs mount this daemon serves; it can't be read from here`);
       }
-      const s = lstat(path.join(dir, r), dir, r);
+      const s = lstat(hostPath(dirBytes, r), dir, r);
       out.push({ rel: r, st: s });
       if (s.isDirectory()) visit(r);
     }
@@ -139,7 +158,7 @@ function walk(dir: string, avoid: string[]): Found[] {
   return out;
 }
 
-function lstat(abs: string, dir: string, rel = ''): fs.BigIntStats {
+function lstat(abs: Buffer, dir: string, rel: ByteString = ''): fs.BigIntStats {
   try {
     return fs.lstatSync(abs, { bigint: true });
   } catch (err) {
@@ -147,13 +166,13 @@ function lstat(abs: string, dir: string, rel = ''): fs.BigIntStats {
   }
 }
 
-function sourceError(err: unknown, dir: string, rel: string) {
+function sourceError(err: unknown, dir: string, rel: ByteString) {
   const e = err as NodeJS.ErrnoException;
   const code = (e.code ?? 'EIO') as ErrnoCode;
-  return fail(code, 'import', dir, rel === '' ? `cannot read the source (${e.message})` : `entry '${rel}': cannot read it (${e.message})`);
+  return fail(code, 'import', dir, rel === '' ? `cannot read the source (${e.message})` : `entry '${toText(rel)}': cannot read it (${e.message})`);
 }
 
-async function copyFile(sink: ReturnType<LayerWriter['file']>, abs: string, buf: Buffer): Promise<void> {
+async function copyFile(sink: ReturnType<LayerWriter['file']>, abs: Buffer, buf: Buffer): Promise<void> {
   const fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
   try {
     let lastYield = Date.now();
@@ -172,9 +191,9 @@ async function copyFile(sink: ReturnType<LayerWriter['file']>, abs: string, buf:
   sink.end();
 }
 
-/** The xattrs of every entry under `dir` that has any, by absolute path; empty without getfattr. */
-async function readXattrs(dir: string): Promise<Map<string, Map<string, Buffer>>> {
-  const out = new Map<string, Map<string, Buffer>>();
+/** The xattrs of every entry under `dir` that has any, by absolute path (byte strings, as the names); empty without getfattr. */
+async function readXattrs(dir: string): Promise<Map<ByteString, Map<ByteString, Buffer>>> {
+  const out = new Map<ByteString, Map<ByteString, Buffer>>();
   const args = ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', dir];
   const text = await new Promise<string | undefined>((resolve) => {
     const child = spawn('getfattr', args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -194,25 +213,25 @@ async function readXattrs(dir: string): Promise<Map<string, Map<string, Buffer>>
     });
   });
   if (text === undefined) return out;
-  let current: Map<string, Buffer> | undefined;
+  let current: Map<ByteString, Buffer> | undefined;
   for (const line of text.split('\n')) {
     if (line.startsWith('# file: ')) {
       const file = unescapeGetfattr(line.slice('# file: '.length));
       current = new Map();
-      out.set(path.resolve(file), current);
+      out.set(path.posix.normalize(file).replace(/(.)\/$/, '$1'), current); // as absOf spells it
       continue;
     }
     if (current === undefined || line === '') continue;
     const eq = line.indexOf('=');
-    const name = Buffer.from(eq < 0 ? line : line.slice(0, eq), 'latin1').toString('utf8');
+    const name = unescapeGetfattr(eq < 0 ? line : line.slice(0, eq));
     const raw = eq < 0 ? '' : line.slice(eq + 1);
     current.set(name, decodeValue(raw));
   }
   return out;
 }
 
-/** getfattr writes names with octal escapes (`\012`) for special bytes and `\\` for a backslash. */
-function unescapeGetfattr(s: string): string {
+/** getfattr writes names with octal escapes (`\012`) for special bytes and `\\` for a backslash; the raw bytes, as a byte string. */
+function unescapeGetfattr(s: string): ByteString {
   const bytes: number[] = [];
   for (let i = 0; i < s.length; i++) {
     if (s[i] === '\\' && /^[0-7]{3}$/.test(s.slice(i + 1, i + 4))) {
@@ -223,7 +242,7 @@ function unescapeGetfattr(s: string): string {
       i += 1;
     } else bytes.push(s.charCodeAt(i) & 0xff);
   }
-  return Buffer.from(bytes).toString('utf8');
+  return byteString(Buffer.from(bytes));
 }
 
 /** `0sBASE64`, `0xHEX` or a quoted string, as getfattr -e prints values. */

@@ -11,12 +11,17 @@
  * `./` prefix; the root is `./` (full exports only). Hard links: the second and later
  * names of an inode in this archive are Link entries to the first. A name that starts
  * with `.wh.` can't be carried as data (any reader would take it for a whiteout): refused.
+ *
+ * Names are bytes (fs/bytes.ts): names and link targets go into the ustar fields and the
+ * PAX path/linkpath records as their raw bytes, never re-encoded, as GNU tar writes them
+ * (without `hdrcharset=BINARY`: GNU tar 1.34 warns on every such record, and readers take
+ * the bytes as they are anyway). xattr names likewise.
  */
 import { once } from 'node:events';
 import { constants } from 'node:fs';
 import { Header } from 'tar';
 import { fail } from '../errors.js';
-import type { Attr, Change, Filesystem } from '../fs/index.js';
+import { bytesOf, toText, type Attr, type ByteString, type Change, type Filesystem } from '../fs/index.js';
 import { isWhiteoutName, OPAQUE_MARKER, whiteoutName } from './names.js';
 
 const { S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFIFO, S_IFCHR, S_IFBLK } = constants;
@@ -49,7 +54,7 @@ export async function exportLayer(view: Filesystem, out: NodeJS.WritableStream, 
     const name = nameOf(path, attr);
     const type = attr.mode & S_IFMT;
     if (path !== '/' && isWhiteoutName(path.slice(path.lastIndexOf('/') + 1))) {
-      throw fail('EINVAL', 'export', path, 'a name starting with .wh. would be read back as an OCI whiteout; rename it first');
+      throw fail('EINVAL', 'export', toText(path), 'a name starting with .wh. would be read back as an OCI whiteout; rename it first');
     }
     stats.entries++;
     if (type !== S_IFDIR && attr.nlink > 1) {
@@ -135,13 +140,16 @@ function readAt(view: Filesystem, path: string, buf: Buffer, offsetBytes: number
 }
 
 interface Entry {
-  name: string;
+  name: ByteString;
   type: 'File' | 'Link' | 'SymbolicLink' | 'Directory' | 'CharacterDevice' | 'BlockDevice' | 'FIFO';
   attr: Attr;
   size: number;
-  linkpath?: string;
-  xattrs?: Map<string, Buffer>;
+  linkpath?: ByteString;
+  xattrs?: Map<ByteString, Buffer>;
 }
+
+/** Longest name or link name the ustar fields carry here (100 bytes, one kept for a NUL); longer ones go in PAX records. */
+const USTAR_NAME_MAX = 99;
 
 /** pax-format tar blocks to a stream, with backpressure. */
 class TarWriter {
@@ -149,10 +157,12 @@ class TarWriter {
 
   async entry(e: Entry): Promise<void> {
     const a = e.attr;
-    const records: [string, Buffer][] = [];
-    const rec = (k: string, v: string | Buffer) => records.push([k, Buffer.isBuffer(v) ? v : Buffer.from(v)]);
-    if (Buffer.byteLength(e.name) > 99) rec('path', e.name);
-    if (e.linkpath !== undefined && Buffer.byteLength(e.linkpath) > 99) rec('linkpath', e.linkpath);
+    const records: [ByteString, Buffer][] = [];
+    const rec = (k: ByteString, v: string | Buffer) => records.push([k, Buffer.isBuffer(v) ? v : Buffer.from(v)]);
+    const longName = e.name.length > USTAR_NAME_MAX;
+    const longLink = e.linkpath !== undefined && e.linkpath.length > USTAR_NAME_MAX;
+    if (longName) rec('path', bytesOf(e.name));
+    if (longLink) rec('linkpath', bytesOf(e.linkpath!));
     if (a.uid > USTAR_ID_MAX) rec('uid', String(a.uid));
     if (a.gid > USTAR_ID_MAX) rec('gid', String(a.gid));
     if (e.size > USTAR_SIZE_MAX) rec('size', String(e.size));
@@ -160,33 +170,39 @@ class TarWriter {
     for (const [k, v] of e.xattrs ?? []) rec(`SCHILY.xattr.${k}`, v);
     if (records.length > 0) {
       rec('atime', paxTime(a.atimeNs)); // only along with other records: a header per entry for it alone would double small layers
-      const body = Buffer.concat(records.map(([k, v]) => paxRecord(k, v)));
-      await this.put(header({ path: `PaxHeader/${e.name.replace(/\/$/, '').split('/').pop() ?? ''}`.slice(0, 99), type: 'ExtendedHeader', size: body.length, mode: 0o644, uid: 0, gid: 0, mtime: new Date(0) }));
-      await this.put(body);
-      await this.pad(body.length);
+      await this.paxHeader(e.name, records);
     }
     const rdev = a.rdev;
     await this.put(
       header({
-        path: Buffer.byteLength(e.name) > 99 ? truncateUtf8(e.name, 99) : e.name,
         type: e.type,
         size: e.type === 'File' ? Math.min(e.size, USTAR_SIZE_MAX) : 0,
         mode: a.mode & 0o7777,
         uid: Math.min(a.uid, USTAR_ID_MAX),
         gid: Math.min(a.gid, USTAR_ID_MAX),
         mtime: new Date(Number(a.mtimeNs / 1_000_000_000n) * 1000),
-        linkpath: e.linkpath === undefined ? '' : Buffer.byteLength(e.linkpath) > 99 ? truncateUtf8(e.linkpath, 99) : e.linkpath,
         uname: '',
         gname: '',
         devmaj: e.type === 'CharacterDevice' || e.type === 'BlockDevice' ? (rdev >>> 8) & 0xfff : 0,
         devmin: e.type === 'CharacterDevice' || e.type === 'BlockDevice' ? (rdev & 0xff) | ((rdev >>> 12) & 0xfff00) : 0,
-      }),
+      }, longName ? truncateName(e.name) : e.name, e.linkpath === undefined ? '' : longLink ? truncateName(e.linkpath) : e.linkpath),
     );
   }
 
   /** A whiteout or opaque marker: an empty regular file. */
-  async marker(name: string): Promise<void> {
-    await this.put(header({ path: name, type: 'File', size: 0, mode: 0, uid: 0, gid: 0, mtime: new Date(0), uname: '', gname: '' }));
+  async marker(name: ByteString): Promise<void> {
+    const long = name.length > USTAR_NAME_MAX;
+    if (long) await this.paxHeader(name, [['path', bytesOf(name)]]);
+    await this.put(header({ type: 'File', size: 0, mode: 0, uid: 0, gid: 0, mtime: new Date(0), uname: '', gname: '' }, long ? truncateName(name) : name));
+  }
+
+  /** A PAX extended header carrying `records` for the entry `name` that follows it. */
+  private async paxHeader(name: ByteString, records: [ByteString, Buffer][]): Promise<void> {
+    const body = Buffer.concat(records.map(([k, v]) => paxRecord(k, v)));
+    const paxName = `PaxHeader/${name.replace(/\/$/, '').split('/').pop() ?? ''}`.slice(0, USTAR_NAME_MAX);
+    await this.put(header({ type: 'ExtendedHeader', size: body.length, mode: 0o644, uid: 0, gid: 0, mtime: new Date(0) }, paxName));
+    await this.put(body);
+    await this.pad(body.length);
   }
 
   /** `size` bytes of file data read through `read(buf, offset) → bytes`, then padding; returns the bytes written. */
@@ -217,9 +233,20 @@ class TarWriter {
   }
 }
 
-function header(h: ConstructorParameters<typeof Header>[0]): Buffer {
+/**
+ * One ustar header block: node-tar encodes the numeric fields; the name and link name
+ * (byte strings of at most USTAR_NAME_MAX bytes) are written as raw bytes, since
+ * node-tar would write them as UTF-8, and the checksum is computed again over the result.
+ */
+function header(h: Omit<NonNullable<ConstructorParameters<typeof Header>[0]>, 'path' | 'linkpath'>, name: ByteString, linkpath: ByteString = ''): Buffer {
   const buf = Buffer.alloc(BLOCK);
-  new Header(h).encode(buf, 0);
+  new Header({ ...h, path: '', linkpath: '' }).encode(buf, 0);
+  buf.write(name, 0, 100, 'latin1');
+  buf.write(linkpath, 157, 100, 'latin1');
+  buf.fill(0x20, 148, 156); // the checksum counts its own field as spaces
+  let sum = 0;
+  for (const b of buf) sum += b;
+  buf.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'latin1');
   return buf;
 }
 
@@ -230,13 +257,14 @@ function paxTime(ns: bigint): string {
 }
 
 /** `LEN KEY=VALUE\n`, LEN counting its own digits. */
-function paxRecord(key: string, value: Buffer): Buffer {
-  const rest = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
+function paxRecord(key: ByteString, value: Buffer): Buffer {
+  const rest = Buffer.concat([Buffer.from(` ${key}=`, 'latin1'), value, Buffer.from('\n')]);
   let len = rest.length + 1;
   while (String(len).length + rest.length !== len) len = String(len).length + rest.length;
   return Buffer.concat([Buffer.from(String(len)), rest]);
 }
 
-function truncateUtf8(s: string, bytes: number): string {
-  return Buffer.from(s).subarray(0, bytes).toString('utf8').replace(/\uFFFD$/, '');
+/** The ustar name field of a name carried in a PAX record: its first bytes (readers use the record). */
+function truncateName(s: ByteString): ByteString {
+  return s.slice(0, USTAR_NAME_MAX);
 }

@@ -13,8 +13,12 @@
  * Symlink targets are data, never resolved here (absolute symlinks are normal in a
  * rootfs), and the filesystem never follows a symlink inside a path: an entry whose
  * parent is a symlink fails with ENOTDIR, so extraction can't be led outside the image.
+ *
+ * Names here are byte strings (fs/bytes.ts), as the importers read them: only '/', '.',
+ * NUL and the ASCII `.wh.` prefix mean anything, so no byte is ever decoded.
  */
 import { fail } from '../errors.js';
+import { toText } from '../fs/index.js';
 
 /** OCI whiteout prefix: `.wh.NAME` hides NAME of the layers below. */
 const WH_PREFIX = '.wh.';
@@ -72,5 +76,5 @@ export function isWhiteoutName(name: string): boolean {
 }
 
 function refuse(source: string, what: string, raw: string, why: string) {
-  return fail('EINVAL', 'import', source, `${what} '${raw}' ${why}; refused`);
+  return fail('EINVAL', 'import', source, `${what} '${toText(raw)}' ${why}; refused`);
 }

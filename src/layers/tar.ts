@@ -13,15 +13,19 @@
  * truncated or corrupt, and a tar without its end-of-archive blocks (a stream cut at an
  * entry boundary would otherwise import half a layer without a word). An archive holding
  * only its end-of-archive blocks is an empty layer (docker writes those for ENV/LABEL steps).
+ *
+ * Names are bytes: entry names and link targets come from pax.ts's raw reading of the
+ * headers (node-tar's `entry.path` is UTF-8-decoded, lossy); messages decode them only
+ * for display (toText).
  */
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { fail, ThinfsError, type ErrnoCode } from '../errors.js';
 import { entryError, progressThrottle, type ImportOptions, type ImportStats } from './common.js';
-import type { Filesystem } from '../fs/index.js';
+import { toText, type Filesystem } from '../fs/index.js';
 import { archivePath, classify } from './names.js';
-import { PaxTracker, paxTimeNs, paxXattrs, type PaxRecords } from './pax.js';
+import { PaxTracker, paxTimeNs, paxXattrs, type EntryHeader, type PaxRecords } from './pax.js';
 import { LayerWriter, type EntryMeta, type FileSink } from './writer.js';
 
 const GZIP_MAGIC = [0x1f, 0x8b];
@@ -53,11 +57,17 @@ export async function importTar(target: Filesystem, file: string, blockSizeBytes
       return;
     }
     entries++;
-    current = entry.path;
+    const h = pax.shift();
+    if (h === undefined || h.cksum !== entry.header.cksum) {
+      stop(fail('EINVAL', 'import', file, `corrupt tar: the headers after entry '${current}' can be read two ways; refused`));
+      entry.resume();
+      return;
+    }
+    current = toText(h.path);
     try {
-      sink = applyEntry(writer, entry, pax.shift(), file);
+      sink = applyEntry(writer, entry, h, file);
     } catch (err) {
-      stop(entryError(err, file, entry.path));
+      stop(entryError(err, file, current));
       entry.resume();
       return;
     }
@@ -66,12 +76,13 @@ export async function importTar(target: Filesystem, file: string, blockSizeBytes
       return;
     }
     const s = sink;
+    const shownName = current;
     entry.on('data', (chunk: Buffer) => {
       if (failed !== undefined) return;
       try {
         s.write(chunk);
       } catch (err) {
-        stop(entryError(err, file, entry.path));
+        stop(entryError(err, file, shownName));
       }
     });
     entry.on('end', () => {
@@ -80,7 +91,7 @@ export async function importTar(target: Filesystem, file: string, blockSizeBytes
       try {
         s.end();
       } catch (err) {
-        stop(entryError(err, file, entry.path));
+        stop(entryError(err, file, shownName));
       }
     });
   });
@@ -136,15 +147,15 @@ export async function importTar(target: Filesystem, file: string, blockSizeBytes
   return { ...writer.counts, entries, elapsedMs: Date.now() - started };
 }
 
-/** Apply one entry; returns the sink its data goes to (regular files), else undefined. */
-function applyEntry(writer: LayerWriter, entry: ReadEntry, records: PaxRecords, file: string): FileSink | undefined {
-  const path = archivePath(entry.path, file);
+/** Apply one entry (its raw names and records in `h`); returns the sink its data goes to (regular files), else undefined. */
+function applyEntry(writer: LayerWriter, entry: ReadEntry, h: EntryHeader, file: string): FileSink | undefined {
+  const path = archivePath(h.path, file);
   const k = classify(path);
   if (k.kind !== 'entry') {
     writer.special(k);
     return undefined;
   }
-  const meta = metaOf(entry, records);
+  const meta = metaOf(entry, h.records);
   switch (entry.type) {
     case 'Directory':
     case 'GNUDumpDir':
@@ -155,10 +166,10 @@ function applyEntry(writer: LayerWriter, entry: ReadEntry, records: PaxRecords, 
     case 'ContiguousFile':
       return writer.file(path, meta);
     case 'SymbolicLink':
-      writer.symlink(path, entry.linkpath ?? '', meta);
+      writer.symlink(path, h.linkpath, meta);
       return undefined;
     case 'Link':
-      writer.hardlink(path, archivePath(entry.linkpath ?? '', file, `entry '${entry.path}': hard link target`));
+      writer.hardlink(path, archivePath(h.linkpath, file, `entry '${toText(h.path)}': hard link target`));
       return undefined;
     case 'CharacterDevice':
     case 'BlockDevice':
@@ -168,7 +179,7 @@ function applyEntry(writer: LayerWriter, entry: ReadEntry, records: PaxRecords, 
       writer.node(path, 'fifo', 0, meta);
       return undefined;
     default:
-      throw fail('ENOTSUP', 'import', file, `entry '${entry.path}' has a type thinfs can't import (${entry.type})`);
+      throw fail('ENOTSUP', 'import', file, `entry '${toText(h.path)}' has a type thinfs can't import (${entry.type})`);
   }
 }
 

@@ -188,58 +188,26 @@ export class DataFile {
 }
 
 /**
- * A file of reserved host space beside the metadata (`pool/reserve`). When the host file
- * system fills up, thinfs deletes it, so the commit that follows (the WAL needs room to
- * grow) still succeeds and the pool stays writable for frees; allocations are refused
- * until the reserve can be made again, which proves the host has room once more. Like
- * ext4's reserved blocks, it turns "a full disk corrupts or kills" into "a full disk says
- * ENOSPC".
+ * Host space kept for the metadata log. SQLite appends every commit to the WAL file
+ * (pool/metadata.db-wal) and reuses it from the start after each checkpoint; when the
+ * host file system fills up, a commit that needs a new WAL block would fail and put the
+ * pool in fail mode. So the WAL's first `bytes` are allocated ahead with
+ * fallocate(KEEP_SIZE): the blocks belong to the file (nobody else can take them), its
+ * size and content do not change (SQLite ignores what lies past its last valid frame).
+ * A full host then answers ENOSPC to data writes while commits — and so frees — go on.
+ * Like ext4's reserved blocks, it turns "a full disk fails the pool" into "a full disk
+ * says ENOSPC". Best-effort: where the file system cannot preallocate, nothing is kept.
  */
-export class HostReserve {
-  private held: boolean;
-
-  constructor(
-    private readonly file: string,
-    private readonly bytes: number,
-  ) {
-    this.held = false;
-  }
-
-  /** True while the reserve exists (the host had room when it was last made). */
-  get present(): boolean {
-    return this.held;
-  }
-
-  /** Make the reserve; false (and no partial file) when the host has no room. */
-  make(): boolean {
-    if (this.held) return true;
-    let fd = -1;
-    try {
-      fd = fs.openSync(this.file, 'w', 0o600);
-      preallocate(fd, 0, this.bytes);
-      fs.fsyncSync(fd);
-      this.held = true;
-    } catch (err) {
-      log.debug({ err }, 'could not make the host space reserve');
-      try {
-        fs.rmSync(this.file, { force: true });
-      } catch {
-        /* nothing to undo */
-      }
-    } finally {
-      if (fd >= 0) fs.closeSync(fd);
-    }
-    return this.held;
-  }
-
-  /** Give the reserved space back to the host (it is full). */
-  release(): void {
-    if (!this.held) return;
-    this.held = false;
-    try {
-      fs.rmSync(this.file, { force: true });
-    } catch (err) {
-      log.warn({ err }, 'could not release the host space reserve');
-    }
+export function reserveWalSpace(metadataFile: string, bytes: number): boolean {
+  let fd = -1;
+  try {
+    fd = fs.openSync(`${metadataFile}-wal`, fs.constants.O_RDWR);
+    preallocate(fd, 0, bytes);
+    return true;
+  } catch (err) {
+    log.debug({ err }, 'could not preallocate the metadata log');
+    return false;
+  } finally {
+    if (fd >= 0) fs.closeSync(fd);
   }
 }

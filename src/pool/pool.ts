@@ -50,12 +50,14 @@
  *    room, the operation is rolled back, the transaction committed (its frees become
  *    reusable and are punched) and the operation retried once — dm-thin commits to
  *    reclaim too. The same when the host disk is full and frees are pending.
- *  - A full host disk releases the host reserve (datafile.ts) so that commits still
- *    succeed, and refuses allocations with ENOSPC until the reserve can be made again.
+ *  - A full host disk answers ENOSPC to the write that met it (rolled back like any
+ *    failure) and marks the pool out-of-data-space until a data write succeeds again;
+ *    commits go on in the metadata log's preallocated space (datafile.ts), so frees do too.
  *  - A failed commit (fdatasync or COMMIT) puts the pool in fail mode, as dm-thin's: the
  *    transaction is rolled back (reads show the last commit, exactly what a reopen
- *    shows), nothing more is written, every change is refused with the errno that failed
- *    the commit, `status().mode` is 'fail' with the reason. A half-done commit is never
+ *    shows), nothing more is written, every change is refused with EIO (the commit that
+ *    failed answered its own errno, e.g. ENOSPC), `status().mode` is 'fail' with the
+ *    reason. A half-done commit is never
  *    retried: reopen the pool (restart the daemon) to go on from the last commit.
  *  - Damaged metadata seen by any verb (SQLITE_CORRUPT) marks the pool needs_check.
  *
@@ -66,7 +68,7 @@ import * as path from 'node:path';
 import { fail, isThinfsError, ThinfsError, type ErrnoCode } from '../errors.js';
 import { logger } from '../log.js';
 import { checkSpaceMap } from './check.js';
-import { DataFile, HostReserve, hostError, type IoFaults } from './datafile.js';
+import { DataFile, hostError, reserveWalSpace, type IoFaults } from './datafile.js';
 import {
   createPoolSchema,
   instrumentDb,
@@ -114,8 +116,8 @@ export const DEFAULTS = {
 
 /** A file beside the metadata that keeps the pool read-only when set (see markNeedsCheck). */
 const NEEDS_CHECK_MARKER = 'needs_check';
-/** Host space kept in pool/reserve for commits when the host disk fills (datafile.ts). */
-const HOST_RESERVE_BYTES = 8 * MiB;
+/** Host space allocated ahead for the metadata log, so commits go on when the host disk fills (datafile.ts). */
+const WAL_RESERVE_BYTES = 32 * MiB;
 
 export interface TransactionHooks {
   /** Called after a rollback (an abort, a failed operation, fail mode): caches built on the metadata must be dropped. */
@@ -149,7 +151,6 @@ export class Pool implements BlockPool {
   private readonly space: SpaceMap;
   private readonly tree: SnapshotTree;
   private readonly io: BlockIo;
-  private readonly reserve: HostReserve;
   private transactionId: number;
   private needsCheck: boolean;
   private baseSizeBytes: number;
@@ -183,7 +184,6 @@ export class Pool implements BlockPool {
     this.space = new SpaceMap(this.db, this.data, sb.min_free_pct as number, autoextend);
     this.tree = new SnapshotTree(this.db);
     this.io = new BlockIo(this.db, this, this.tree, this.data);
-    this.reserve = new HostReserve(path.join(root, 'pool', 'reserve'), HOST_RESERVE_BYTES);
     this.st = {
       savepoint: this.db.prepare('SAVEPOINT thinfs_op'),
       release: this.db.prepare('RELEASE thinfs_op'),
@@ -459,10 +459,6 @@ export class Pool implements BlockPool {
     this.transactionId += 1;
     this.space.committed();
     this.data.punchBlocks(freed);
-    if (this.hostFull && this.reserve.make()) {
-      this.hostFull = false;
-      log.info('the host file system has room again: allocations resume');
-    }
   }
 
   /** Roll back everything since the last commit; in-memory state is reloaded from metadata. */
@@ -797,15 +793,14 @@ export class Pool implements BlockPool {
 
   /** @internal Hand out `n` blocks, or ENOSPC (pool full, or the host file system full). */
   allocateBlocks(n: number): PBlock[] {
-    if (this.hostFull) {
-      if (!this.reserve.make()) {
-        if (this.space.freePending > 0) throw new ReclaimNeeded();
-        throw fail('ENOSPC', 'alloc', this.dataFile, 'the host file system under the pool is full');
-      }
-      this.hostFull = false;
-      log.info('the host file system has room again: allocations resume');
-    }
     return this.space.allocate(n, this.transactionId, this.root);
+  }
+
+  /** @internal A data write reached the data file: the host has room (again). */
+  noteDataWritten(): void {
+    if (!this.hostFull) return;
+    this.hostFull = false;
+    log.info('the host file system has room again');
   }
 
   /** @internal Return a block to the space map; reusable after the open transaction commits. */
@@ -877,15 +872,13 @@ export class Pool implements BlockPool {
   private noteHostFull(err: Error): void {
     if (this.hostFull) return;
     this.hostFull = true;
-    this.reserve.release();
-    log.warn({ err: err.message }, 'the host file system under the pool is full: new allocations get ENOSPC; the space reserve is released so commits go on');
+    log.warn({ err: err.message }, 'the host file system under the pool is full: writes that need new space get ENOSPC; commits go on in the reserved metadata log');
   }
 
   /** A commit failed: fail mode (see the top of the file). Returns the error to throw. */
   private enterFailMode(err: unknown): ThinfsError {
     const e = this.storageError(err, 'commit');
-    const code: ErrnoCode = isThinfsError(e) && (e.code === 'ENOSPC' || e.code === 'EDQUOT') ? 'ENOSPC' : 'EIO';
-    this.failure = { code, reason: (e as Error).message };
+    this.failure = { code: 'EIO', reason: (e as Error).message };
     log.error({ err: e }, 'commit failed: the pool is in fail mode (reads only, back to the last commit); reopen it to go on');
     try {
       if (this.db.inTransaction) this.db.exec('ROLLBACK');
@@ -899,7 +892,8 @@ export class Pool implements BlockPool {
     } catch (reloadErr) {
       log.error({ err: reloadErr }, 'could not reload the metadata after the failed commit');
     }
-    return this.failError('commit');
+    // The commit itself answers with what failed it (ENOSPC for a full disk); later calls get EIO.
+    return isThinfsError(e) ? e : this.failError('commit');
   }
 
   private failError(op: string): ThinfsError {
@@ -929,10 +923,7 @@ export class Pool implements BlockPool {
       return;
     }
     if (this.readOnlyOpen) return;
-    if (!this.reserve.make()) {
-      this.hostFull = true;
-      log.warn('the host file system under the pool is full: new allocations get ENOSPC until there is room');
-    }
+    reserveWalSpace(this.metadataFile, WAL_RESERVE_BYTES);
     if (sizeBlocks < this.space.dataBlocks) this.data.truncateTo(this.space.dataBlocks);
     // Crash rule 5: data written by an uncommitted transaction beyond the high-water mark.
     this.data.punchRange(this.space.hwm, this.space.dataBlocks - this.space.hwm);

@@ -51,6 +51,8 @@ export interface BlockPool {
   requireWritableDevice(dev: DevId, op: string): DeviceRow;
   /** Hand out `n` blocks (space map + autoextend), or throw ENOSPC. */
   allocateBlocks(n: number): PBlock[];
+  /** A write into fresh blocks reached the data file (the host had room). */
+  noteDataWritten(): void;
   /** Return a block to the space map (reusable after the commit). */
   freeBlock(pb: PBlock): void;
   /** True when `pb` was handed out in the open transaction (its data is not committed). */
@@ -184,6 +186,7 @@ export class BlockIo {
     }
     try {
       this.data.pwriteRuns(writes);
+      if (fresh.length > 0) this.pool.noteDataWritten();
     } catch (err) {
       // Nothing maps the fresh blocks; give their (partial) bytes back to the host now.
       this.data.punchBlocks(fresh);

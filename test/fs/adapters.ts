@@ -1,4 +1,9 @@
-/** The two implementations of FsUnderTest: thinfs (in-process) and a real directory through node:fs. */
+/**
+ * The two implementations of FsUnderTest: thinfs (in-process) and a real directory through
+ * node:fs. Paths, names and symlink targets are byte strings on both (src/fs/bytes.ts): the
+ * node:fs adapter converts them to Buffers and reads names back with `encoding: 'buffer'`,
+ * so a name that is not UTF-8 means the same bytes to both.
+ */
 import * as nodefs from 'node:fs';
 import { constants } from 'node:fs';
 import type { Filesystem } from '../../src/fs/index.js';
@@ -57,7 +62,7 @@ export function thinfsAdapter(get: () => Filesystem): FsUnderTest {
 
 /** A real directory `root` through node:fs (run with umask 0 to compare modes). */
 export function nodeAdapter(root: string): FsUnderTest {
-  const r = (p: string): string => root + p;
+  const r = (p: string): Buffer => Buffer.concat([Buffer.from(root), Buffer.from(p, 'latin1')]);
   const stat = (s: nodefs.Stats): Stat => ({ ino: s.ino, mode: s.mode, nlink: s.nlink, uid: s.uid, gid: s.gid, size: s.size });
   const withFd = <T>(fd: number, fn: (fd: number) => T): T => {
     try {
@@ -76,15 +81,19 @@ export function nodeAdapter(root: string): FsUnderTest {
     readAll: (p) => nodefs.readFileSync(r(p)),
     truncate: (p, size) => nodefs.truncateSync(r(p), size),
     link: (a, b) => nodefs.linkSync(r(a), r(b)),
-    symlink: (t, p) => nodefs.symlinkSync(t, r(p)),
-    readlink: (p) => nodefs.readlinkSync(r(p)),
+    symlink: (t, p) => nodefs.symlinkSync(Buffer.from(t, 'latin1'), r(p)),
+    readlink: (p) => nodefs.readlinkSync(r(p), { encoding: 'buffer' }).toString('latin1'),
     rename: (a, b) => nodefs.renameSync(r(a), r(b)),
     unlink: (p) => nodefs.unlinkSync(r(p)),
     rmdir: (p) => nodefs.rmdirSync(r(p)),
     chmod: (p, mode) => nodefs.chmodSync(r(p), mode),
     chown: (p, uid, gid) => nodefs.lchownSync(r(p), uid, gid),
     lstat: (p) => stat(nodefs.lstatSync(r(p))),
-    readdir: (p) => nodefs.readdirSync(r(p)).sort(),
+    readdir: (p) =>
+      nodefs
+        .readdirSync(r(p), { encoding: 'buffer' })
+        .map((n) => n.toString('latin1'))
+        .sort(),
     open: (p, flags) => nodefs.openSync(r(p), flags, 0o644),
     pread: (h, off, len) => {
       const buf = Buffer.alloc(len);

@@ -5,6 +5,7 @@
  */
 import { constants } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { fromText } from '../../src/fs/index.js';
 import { errnoOf, type FsUnderTest } from './model.js';
 
 export interface Subject {
@@ -150,9 +151,38 @@ export function behaviourSuite(label: string, setup: () => Subject): void {
 
     it('names longer than 255 bytes: ENAMETOOLONG', () => {
       expect(errnoOf(() => fs.mkdir(`/${'n'.repeat(256)}`, 0o755))).toBe('ENAMETOOLONG');
-      expect(errnoOf(() => fs.createFile(`/${'é'.repeat(128)}`, 0o644, true))).toBe('ENAMETOOLONG');
+      expect(errnoOf(() => fs.createFile(`/${fromText('é').repeat(128)}`, 0o644, true))).toBe('ENAMETOOLONG');
+      expect(errnoOf(() => fs.createFile(`/${'\xe9'.repeat(256)}`, 0o644, true))).toBe('ENAMETOOLONG');
       fs.mkdir(`/${'n'.repeat(255)}`, 0o755);
       expect(fs.readdir('/')).toEqual(['n'.repeat(255)]);
+      fs.mkdir(`/${fromText('é').repeat(127)}`, 0o755); // 254 bytes
+      fs.mkdir(`/${'\xe9'.repeat(255)}`, 0o755);
+      expect(fs.readdir('/')).toEqual(['n'.repeat(255), fromText('é').repeat(127), '\xe9'.repeat(255)]);
+    });
+
+    // Names are bytes: 'x\xe9' and 'x\xe8' are no UTF-8 at all, and each is its own file.
+    it('names that differ only in a byte that is not UTF-8 are two entries', () => {
+      const [e9, e8, utf8] = ['/x\xe9', '/x\xe8', `/x${fromText('é')}`];
+      mkfile(e9, 'e9');
+      mkfile(e8, 'e8');
+      mkfile(utf8, 'utf8');
+      expect(fs.readdir('/')).toEqual(['x\xc3\xa9', 'x\xe8', 'x\xe9']);
+      expect(fs.readAll(e9).toString()).toBe('e9');
+      expect(fs.readAll(e8).toString()).toBe('e8');
+      expect(fs.readAll(utf8).toString()).toBe('utf8');
+      expect(errnoOf(() => fs.createFile(e9, 0o644, true))).toBe('EEXIST');
+      fs.mkdir('/d\xff', 0o755);
+      fs.rename(e9, '/d\xff/\x80\x81');
+      expect(fs.readdir('/d\xff')).toEqual(['\x80\x81']);
+      expect(errnoOf(() => fs.lstat(e9))).toBe('ENOENT');
+      fs.symlink('t\xe9/\xfe', '/d\xff/l\xe8');
+      expect(fs.readlink('/d\xff/l\xe8')).toBe('t\xe9/\xfe');
+      expect(fs.lstat('/d\xff/l\xe8').size).toBe(4);
+      fs.link(e8, '/d\xff/h\xe9');
+      expect(fs.lstat(e8).nlink).toBe(2);
+      fs.unlink(e8);
+      expect(fs.readAll('/d\xff/h\xe9').toString()).toBe('e8');
+      expect(fs.readdir('/')).toEqual(['d\xff', 'x\xc3\xa9']);
     });
 
     it('sparse files read zeros in holes; writes past the end extend', () => {

@@ -22,9 +22,10 @@ const ROOT_CALLER = { uid: 0, gid: 0 };
 
 // ------------------------------------------------------------------ operations
 
-const name = fc.constantFrom('a', 'b', 'c');
+// Names are bytes (src/fs/bytes.ts): 'x\xe9' and 'x\xe8' are no UTF-8, and must stay two names.
+const name = fc.constantFrom('a', 'b', 'x\xe9', 'x\xe8');
 const pathOf = (n: number) =>
-  fc.tuple(name, fc.array(fc.constantFrom('a', 'b'), { minLength: n - 1, maxLength: n - 1 })).map(([h, t]) => `/${[h, ...t].join('/')}`);
+  fc.tuple(name, fc.array(fc.constantFrom('a', '\xff'), { minLength: n - 1, maxLength: n - 1 })).map(([h, t]) => `/${[h, ...t].join('/')}`);
 const pathArb = fc.oneof({ arbitrary: pathOf(1), weight: 4 }, { arbitrary: pathOf(2), weight: 3 }, { arbitrary: pathOf(3), weight: 1 });
 const modeArb = fc.constantFrom(0o644, 0o755, 0o4755, 0o2755, 0o1777, 0o600, 0o2710, 0o000);
 const idArb = fc.constantFrom(-1, 0, 1, 1000);
@@ -83,10 +84,10 @@ const fsOps = (withSymlinks: boolean, withXattrs: boolean): fc.Arbitrary<FsOp>[]
     fc.record({ t: fc.constant('chown' as const), p: pathArb, uid: idArb, gid: idArb }),
   ];
   if (withSymlinks) {
-    ops.push(fc.record({ t: fc.constant('symlink' as const), target: fc.constantFrom('a', '../b', '/c/d', 'x'.repeat(100)), p: pathArb }));
+    ops.push(fc.record({ t: fc.constant('symlink' as const), target: fc.constantFrom('a', '../b', '/c/d', 'x'.repeat(100), 't\xe9/\x80'), p: pathArb }));
   }
   if (withXattrs) {
-    const xname = fc.constantFrom('user.a', 'trusted.b', 'security.capability');
+    const xname = fc.constantFrom('user.a', 'trusted.b', 'security.capability', 'user.\xe9');
     ops.push(fc.record({ t: fc.constant('setxattr' as const), p: pathArb, name: xname, value: fc.integer({ min: 0, max: 255 }) }));
     ops.push(fc.record({ t: fc.constant('removexattr' as const), p: pathArb, name: xname }));
   }

@@ -23,7 +23,10 @@ export interface Stat {
   size: number;
 }
 
-/** What the behaviour suite and the model test drive: thinfs, or a real directory via node:fs. */
+/**
+ * What the behaviour suite and the model test drive: thinfs, or a real directory via
+ * node:fs. Paths, names and symlink targets are byte strings (src/fs/bytes.ts).
+ */
 export interface FsUnderTest {
   readonly kind: 'thinfs' | 'node';
   mkdir(p: string, mode: number): void;
@@ -366,7 +369,7 @@ export function compareTree(fs: FsUnderTest, root: MDir, opts: CompareOptions = 
       const data = fs.readAll(p);
       expect(data.equals(n.data), `${where} contents`).toBe(true);
     } else if (n.kind === 'symlink') {
-      expect(st.size, `${where} size`).toBe(Buffer.byteLength(n.target));
+      expect(st.size, `${where} size`).toBe(n.target.length) // a byte string: one char per byte;
       expect(fs.readlink(p), `${where} target`).toBe(n.target);
     } else {
       expect(fs.readdir(p), `${where} entries`).toEqual([...n.entries.keys()].sort());

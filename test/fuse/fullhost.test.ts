@@ -73,7 +73,7 @@ describe.skipIf(skip !== undefined)('the host filesystem under the pool fills up
    */
   const fillHost = async () => {
     for (let i = 0; i < 20 && hostFree() > 0; i++) {
-      const r = await sh(`dd if=/dev/zero of=${host}/filler-$(date +%s%N) bs=4K status=none; sync -f ${host}`);
+      const r = await sh(`dd if=/dev/zero of=${host}/filler-$(date +%s%N) bs=1K status=none; sync -f ${host}`);
       expect(r.stderr).toMatch(/No space left on device/);
     }
     expect(hostFree(), 'the host filesystem could not be filled').toBe(0);
