@@ -120,11 +120,14 @@ class Daemon {
       heapUsedBytes: mem.heapUsed,
       externalBytes: mem.external,
       timedCommits: this.timedCommits,
+      poolMode: this.pool.mode(),
+      ...(this.pool.status().failReason !== undefined ? { failReason: this.pool.status().failReason } : {}),
     };
   }
 
   private commitTick(): void {
-    if (!this.pool.dirty()) return;
+    // In fail mode nothing more is written (pool.ts): a failed commit is never retried.
+    if (!this.pool.dirty() || this.pool.mode() === 'fail') return;
     try {
       this.pool.commit();
       this.timedCommits += 1;

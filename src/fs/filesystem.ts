@@ -2,9 +2,10 @@
  * The union filesystem of one device: a path-based API over the device's layer chain,
  * for the FUSE adapter (and the layer import/export code) to call.
  *
- * Shape. Public methods check the view (read-only → EROFS, pool mode), join the pool's
- * one transaction (pool.beginWrite) and call private helpers that assume both; helpers
- * never call public methods. Every method is synchronous and throws ThinfsError.
+ * Shape. Public methods check the view (read-only → EROFS, pool mode) and run as one
+ * atomic pool operation (mutate → pool.atomically: all of it or nothing, whatever fails —
+ * ENOSPC, an I/O error, a SQLite error), calling private helpers that assume both;
+ * helpers never call public methods. Every method is synchronous and throws ThinfsError.
  *
  * Storage, by concern (each module states its own rules at its top):
  *   schema.ts   tables in the pool's database, keyed by pool layer; the pool-wide inode counter
@@ -30,8 +31,8 @@
  *    be open beside it and drop their caches when it writes (a per-device generation).
  *  - st_blocks of a regular file counts the pool blocks its data maps (cached in the pool);
  *  - statfs file counts: 2^32 inodes, minus the pool-wide inode numbers handed out.
- *  - Mutations validate everything before the first write, so an error leaves nothing
- *    half-done; an ENOSPC from the pool comes before the pool changes anything.
+ *  - Mutations validate everything before the first write; and since each is one atomic
+ *    operation, an error after the first write (ENOSPC, EIO) still leaves nothing half-done.
  */
 import { constants } from 'node:fs';
 import { fail } from '../errors.js';
@@ -242,26 +243,29 @@ export class Filesystem {
 
   /** chmod(2): permission bits (setuid/setgid/sticky included); the file type stays. */
   chmod(path: string, mode: number): void {
-    this.beginWrite('chmod', path);
-    const inode = this.inodeAt(path, 'chmod');
-    this.inodes.update(inode, { mode: (inode.mode & S_IFMT) | (mode & PERM_BITS), ctimeNs: nowNs() });
+    return this.mutate('chmod', path, () => {
+      const inode = this.inodeAt(path, 'chmod');
+      this.inodes.update(inode, { mode: (inode.mode & S_IFMT) | (mode & PERM_BITS), ctimeNs: nowNs() });
+    });
   }
 
   /** chown(2) (lchown for symlinks); -1 leaves an id unchanged. */
   chown(path: string, uid: number, gid: number): void {
-    this.beginWrite('chown', path);
-    const inode = this.inodeAt(path, 'chown');
-    this.doChown(inode, uid, gid);
+    return this.mutate('chown', path, () => {
+      const inode = this.inodeAt(path, 'chown');
+      this.doChown(inode, uid, gid);
+    });
   }
 
   /** utimensat(2): each time in ns, 'now' or 'omit'. */
   utimens(path: string, atime: TimeSpec, mtime: TimeSpec): void {
-    this.beginWrite('utimens', path);
-    const inode = this.inodeAt(path, 'utimens');
-    if (atime === 'omit' && mtime === 'omit') return;
-    const now = nowNs();
-    const pick = (t: TimeSpec, old: bigint): bigint => (t === 'now' ? now : t === 'omit' ? old : t);
-    this.inodes.update(inode, { atimeNs: pick(atime, inode.atimeNs), mtimeNs: pick(mtime, inode.mtimeNs), ctimeNs: now });
+    return this.mutate('utimens', path, () => {
+      const inode = this.inodeAt(path, 'utimens');
+      if (atime === 'omit' && mtime === 'omit') return;
+      const now = nowNs();
+      const pick = (t: TimeSpec, old: bigint): bigint => (t === 'now' ? now : t === 'omit' ? old : t);
+      this.inodes.update(inode, { atimeNs: pick(atime, inode.atimeNs), mtimeNs: pick(mtime, inode.mtimeNs), ctimeNs: now });
+    });
   }
 
   // ---------------------------------------------------------------- names
@@ -285,38 +289,41 @@ export class Filesystem {
 
   /** mkdir(2). The mode keeps permission and sticky bits; setgid comes from the parent. */
   mkdir(path: string, mode: number, caller: Caller): Attr {
-    this.beginWrite('mkdir', path);
-    const s = this.slotFor(path, 'mkdir', 'EEXIST');
-    if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'mkdir', path);
-    const parent = this.inodeOf(s.dir, 'mkdir', path);
-    if (parent.nlink >= LINK_MAX) throw fail('EMLINK', 'mkdir', path);
-    return this.attr(this.makeNode(s, parent, S_IFDIR | (mode & (PERM_BITS & ~S_ISUID & ~S_ISGID)), 0, caller, null));
+    return this.mutate('mkdir', path, () => {
+      const s = this.slotFor(path, 'mkdir', 'EEXIST');
+      if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'mkdir', path);
+      const parent = this.inodeOf(s.dir, 'mkdir', path);
+      if (parent.nlink >= LINK_MAX) throw fail('EMLINK', 'mkdir', path);
+      return this.attr(this.makeNode(s, parent, S_IFDIR | (mode & (PERM_BITS & ~S_ISUID & ~S_ISGID)), 0, caller, null));
+    });
   }
 
   /** mknod(2): regular files, fifos, sockets, character and block devices (metadata only). */
   mknod(path: string, mode: number, rdev: number, caller: Caller): Attr {
-    this.beginWrite('mknod', path);
-    let type = mode & S_IFMT;
-    if (type === 0) type = S_IFREG;
-    if (type === S_IFDIR) throw fail('EPERM', 'mknod', path, 'use mkdir for directories');
-    if (![S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK].includes(type)) throw fail('EINVAL', 'mknod', path, 'unknown file type');
-    const s = this.slotFor(path, 'mknod', 'EEXIST');
-    if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'mknod', path);
-    const parent = this.inodeOf(s.dir, 'mknod', path);
-    const dev = type === S_IFCHR || type === S_IFBLK ? rdev : 0;
-    return this.attr(this.makeNode(s, parent, type | (mode & PERM_BITS), dev, caller, null));
+    return this.mutate('mknod', path, () => {
+      let type = mode & S_IFMT;
+      if (type === 0) type = S_IFREG;
+      if (type === S_IFDIR) throw fail('EPERM', 'mknod', path, 'use mkdir for directories');
+      if (![S_IFREG, S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK].includes(type)) throw fail('EINVAL', 'mknod', path, 'unknown file type');
+      const s = this.slotFor(path, 'mknod', 'EEXIST');
+      if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'mknod', path);
+      const parent = this.inodeOf(s.dir, 'mknod', path);
+      const dev = type === S_IFCHR || type === S_IFBLK ? rdev : 0;
+      return this.attr(this.makeNode(s, parent, type | (mode & PERM_BITS), dev, caller, null));
+    });
   }
 
   /** symlink(2): a link at `path` holding `target` (stored as given, never resolved). */
   symlink(target: string, path: string, caller: Caller): Attr {
-    this.beginWrite('symlink', path);
-    if (target.length === 0) throw fail('ENOENT', 'symlink', path, 'empty symlink target');
-    if (target.length > SYMLINK_MAX) throw fail('ENAMETOOLONG', 'symlink', path);
-    if (!isByteString(target)) throw fail('EINVAL', 'symlink', path, 'target is not a byte string (see fs/bytes.ts)');
-    const s = this.slotFor(path, 'symlink', 'EEXIST');
-    if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'symlink', path);
-    const parent = this.inodeOf(s.dir, 'symlink', path);
-    return this.attr(this.makeNode(s, parent, S_IFLNK | 0o777, 0, caller, target));
+    return this.mutate('symlink', path, () => {
+      if (target.length === 0) throw fail('ENOENT', 'symlink', path, 'empty symlink target');
+      if (target.length > SYMLINK_MAX) throw fail('ENAMETOOLONG', 'symlink', path);
+      if (!isByteString(target)) throw fail('EINVAL', 'symlink', path, 'target is not a byte string (see fs/bytes.ts)');
+      const s = this.slotFor(path, 'symlink', 'EEXIST');
+      if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'symlink', path);
+      const parent = this.inodeOf(s.dir, 'symlink', path);
+      return this.attr(this.makeNode(s, parent, S_IFLNK | 0o777, 0, caller, target));
+    });
   }
 
   /** readlink(2). */
@@ -329,58 +336,61 @@ export class Filesystem {
 
   /** link(2): a new name for an existing non-directory (one inode, nlink + 1). */
   link(existing: string, newPath: string): Attr {
-    this.beginWrite('link', newPath);
-    const src = this.resolve(existing, 'link');
-    const s = this.slotFor(newPath, 'link', 'EEXIST');
-    if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'link', newPath);
-    const inode = this.inodeOf(src, 'link', existing);
-    if (isDir(inode.mode)) throw fail('EPERM', 'link', existing, 'hard links to directories are not allowed');
-    if (inode.nlink >= LINK_MAX) throw fail('EMLINK', 'link', existing);
-    const parent = this.inodeOf(s.dir, 'link', newPath);
-    const now = nowNs();
-    const entry = { ino: inode.ino, type: inode.mode & S_IFMT };
-    this.dirents.insert(s.dir.ino, s.name, entry);
-    this.inodes.update(inode, { nlink: inode.nlink + 1, ctimeNs: now });
-    this.inodes.update(parent, { mtimeNs: now, ctimeNs: now });
-    this.paths.add(s.dir, s.name, entry);
-    return this.attr(inode);
+    return this.mutate('link', newPath, () => {
+      const src = this.resolve(existing, 'link');
+      const s = this.slotFor(newPath, 'link', 'EEXIST');
+      if (this.paths.child(s.dir, s.name) !== undefined) throw fail('EEXIST', 'link', newPath);
+      const inode = this.inodeOf(src, 'link', existing);
+      if (isDir(inode.mode)) throw fail('EPERM', 'link', existing, 'hard links to directories are not allowed');
+      if (inode.nlink >= LINK_MAX) throw fail('EMLINK', 'link', existing);
+      const parent = this.inodeOf(s.dir, 'link', newPath);
+      const now = nowNs();
+      const entry = { ino: inode.ino, type: inode.mode & S_IFMT };
+      this.dirents.insert(s.dir.ino, s.name, entry);
+      this.inodes.update(inode, { nlink: inode.nlink + 1, ctimeNs: now });
+      this.inodes.update(parent, { mtimeNs: now, ctimeNs: now });
+      this.paths.add(s.dir, s.name, entry);
+      return this.attr(inode);
+    });
   }
 
   /** unlink(2) of a non-directory; an open file stays usable until released. */
   unlink(path: string): void {
-    this.beginWrite('unlink', path);
-    const s = this.slotFor(path, 'unlink', 'EISDIR');
-    const child = this.paths.child(s.dir, s.name);
-    if (child === undefined) throw fail('ENOENT', 'unlink', path);
-    if (isDir(child.type)) throw fail('EISDIR', 'unlink', path);
-    const inode = this.inodeOf(child, 'unlink', path);
-    const parent = this.inodeOf(s.dir, 'unlink', path);
-    const now = nowNs();
-    this.dirents.remove(s.dir.ino, s.name);
-    this.inodes.update(parent, { mtimeNs: now, ctimeNs: now });
-    this.dropName(inode, now);
-    this.paths.invalidate(s.parsed.path);
+    return this.mutate('unlink', path, () => {
+      const s = this.slotFor(path, 'unlink', 'EISDIR');
+      const child = this.paths.child(s.dir, s.name);
+      if (child === undefined) throw fail('ENOENT', 'unlink', path);
+      if (isDir(child.type)) throw fail('EISDIR', 'unlink', path);
+      const inode = this.inodeOf(child, 'unlink', path);
+      const parent = this.inodeOf(s.dir, 'unlink', path);
+      const now = nowNs();
+      this.dirents.remove(s.dir.ino, s.name);
+      this.inodes.update(parent, { mtimeNs: now, ctimeNs: now });
+      this.dropName(inode, now);
+      this.paths.invalidate(s.parsed.path);
+    });
   }
 
   /** rmdir(2): ENOTEMPTY while any layer shows an entry in it. */
   rmdir(path: string): void {
-    this.beginWrite('rmdir', path);
-    const p = parsePath(path, 'rmdir');
-    if (p.parts.length === 0) throw fail('EBUSY', 'rmdir', path);
-    if (p.last === '.') throw fail('EINVAL', 'rmdir', path);
-    if (p.last === '..') throw fail('ENOTEMPTY', 'rmdir', path);
-    const s = this.slotOf(p, 'rmdir');
-    const child = this.paths.child(s.dir, s.name);
-    if (child === undefined) throw fail('ENOENT', 'rmdir', path);
-    if (!isDir(child.type)) throw fail('ENOTDIR', 'rmdir', path);
-    if (!this.dirents.isEmpty(child.ino)) throw fail('ENOTEMPTY', 'rmdir', path);
-    const inode = this.inodeOf(child, 'rmdir', path);
-    const parent = this.inodeOf(s.dir, 'rmdir', path);
-    const now = nowNs();
-    this.dirents.remove(s.dir.ino, s.name);
-    this.inodes.update(parent, { nlink: parent.nlink - 1, mtimeNs: now, ctimeNs: now });
-    this.dropName(inode, now);
-    this.paths.invalidate(p.path);
+    return this.mutate('rmdir', path, () => {
+      const p = parsePath(path, 'rmdir');
+      if (p.parts.length === 0) throw fail('EBUSY', 'rmdir', path);
+      if (p.last === '.') throw fail('EINVAL', 'rmdir', path);
+      if (p.last === '..') throw fail('ENOTEMPTY', 'rmdir', path);
+      const s = this.slotOf(p, 'rmdir');
+      const child = this.paths.child(s.dir, s.name);
+      if (child === undefined) throw fail('ENOENT', 'rmdir', path);
+      if (!isDir(child.type)) throw fail('ENOTDIR', 'rmdir', path);
+      if (!this.dirents.isEmpty(child.ino)) throw fail('ENOTEMPTY', 'rmdir', path);
+      const inode = this.inodeOf(child, 'rmdir', path);
+      const parent = this.inodeOf(s.dir, 'rmdir', path);
+      const now = nowNs();
+      this.dirents.remove(s.dir.ino, s.name);
+      this.inodes.update(parent, { nlink: parent.nlink - 1, mtimeNs: now, ctimeNs: now });
+      this.dropName(inode, now);
+      this.paths.invalidate(p.path);
+    });
   }
 
   /**
@@ -388,48 +398,49 @@ export class Filesystem {
    * directory; same inode → nothing happens. A directory moves in O(1) with its subtree.
    */
   rename(from: string, to: string): void {
-    this.beginWrite('rename', from);
-    const pf = parsePath(from, 'rename');
-    const pt = parsePath(to, 'rename');
-    if (pf.parts.length === 0 || pt.parts.length === 0) throw fail('EBUSY', 'rename', pf.parts.length === 0 ? from : to);
-    if (pf.last === '.' || pf.last === '..' || pt.last === '.' || pt.last === '..') throw fail('EINVAL', 'rename', from);
-    const sf = this.slotOf(pf, 'rename');
-    const st = this.slotOf(pt, 'rename');
-    const src = this.paths.child(sf.dir, sf.name);
-    if (src === undefined) throw fail('ENOENT', 'rename', from);
-    const srcIsDir = isDir(src.type);
-    if (srcIsDir && pt.path.startsWith(`${pf.path}/`)) throw fail('EINVAL', 'rename', from, 'cannot move a directory into itself');
-    const dst = this.paths.child(st.dir, st.name);
-    if (dst !== undefined && pf.path.startsWith(`${pt.path}/`)) throw fail('ENOTEMPTY', 'rename', to);
-    if (dst !== undefined && dst.ino === src.ino) return;
-    if (dst !== undefined) {
-      if (srcIsDir && !isDir(dst.type)) throw fail('ENOTDIR', 'rename', to);
-      if (!srcIsDir && isDir(dst.type)) throw fail('EISDIR', 'rename', to);
-      if (isDir(dst.type) && !this.dirents.isEmpty(dst.ino)) throw fail('ENOTEMPTY', 'rename', to);
-    }
-    const inode = this.inodeOf(src, 'rename', from);
-    const target = dst === undefined ? undefined : this.inodeOf(dst, 'rename', to);
-    const fromParent = this.inodeOf(sf.dir, 'rename', from);
-    const toParent = this.inodeOf(st.dir, 'rename', to);
-    const movesDir = srcIsDir && sf.dir.ino !== st.dir.ino;
-    if (movesDir && target === undefined && toParent.nlink >= LINK_MAX) throw fail('EMLINK', 'rename', to);
+    return this.mutate('rename', from, () => {
+      const pf = parsePath(from, 'rename');
+      const pt = parsePath(to, 'rename');
+      if (pf.parts.length === 0 || pt.parts.length === 0) throw fail('EBUSY', 'rename', pf.parts.length === 0 ? from : to);
+      if (pf.last === '.' || pf.last === '..' || pt.last === '.' || pt.last === '..') throw fail('EINVAL', 'rename', from);
+      const sf = this.slotOf(pf, 'rename');
+      const st = this.slotOf(pt, 'rename');
+      const src = this.paths.child(sf.dir, sf.name);
+      if (src === undefined) throw fail('ENOENT', 'rename', from);
+      const srcIsDir = isDir(src.type);
+      if (srcIsDir && pt.path.startsWith(`${pf.path}/`)) throw fail('EINVAL', 'rename', from, 'cannot move a directory into itself');
+      const dst = this.paths.child(st.dir, st.name);
+      if (dst !== undefined && pf.path.startsWith(`${pt.path}/`)) throw fail('ENOTEMPTY', 'rename', to);
+      if (dst !== undefined && dst.ino === src.ino) return;
+      if (dst !== undefined) {
+        if (srcIsDir && !isDir(dst.type)) throw fail('ENOTDIR', 'rename', to);
+        if (!srcIsDir && isDir(dst.type)) throw fail('EISDIR', 'rename', to);
+        if (isDir(dst.type) && !this.dirents.isEmpty(dst.ino)) throw fail('ENOTEMPTY', 'rename', to);
+      }
+      const inode = this.inodeOf(src, 'rename', from);
+      const target = dst === undefined ? undefined : this.inodeOf(dst, 'rename', to);
+      const fromParent = this.inodeOf(sf.dir, 'rename', from);
+      const toParent = this.inodeOf(st.dir, 'rename', to);
+      const movesDir = srcIsDir && sf.dir.ino !== st.dir.ino;
+      if (movesDir && target === undefined && toParent.nlink >= LINK_MAX) throw fail('EMLINK', 'rename', to);
 
-    const now = nowNs();
-    this.dirents.remove(sf.dir.ino, sf.name);
-    this.dirents.insert(st.dir.ino, st.name, { ino: src.ino, type: src.type });
-    if (target !== undefined) {
-      if (isDir(target.mode)) this.inodes.update(toParent, { nlink: toParent.nlink - 1 });
-      this.dropName(target, now);
-    }
-    if (movesDir) {
-      this.inodes.update(fromParent, { nlink: fromParent.nlink - 1 });
-      this.inodes.update(toParent, { nlink: toParent.nlink + 1 });
-    }
-    this.inodes.update(fromParent, { mtimeNs: now, ctimeNs: now });
-    if (toParent !== fromParent) this.inodes.update(toParent, { mtimeNs: now, ctimeNs: now });
-    this.inodes.update(inode, { ctimeNs: now });
-    this.paths.invalidate(pf.path);
-    this.paths.invalidate(pt.path);
+      const now = nowNs();
+      this.dirents.remove(sf.dir.ino, sf.name);
+      this.dirents.insert(st.dir.ino, st.name, { ino: src.ino, type: src.type });
+      if (target !== undefined) {
+        if (isDir(target.mode)) this.inodes.update(toParent, { nlink: toParent.nlink - 1 });
+        this.dropName(target, now);
+      }
+      if (movesDir) {
+        this.inodes.update(fromParent, { nlink: fromParent.nlink - 1 });
+        this.inodes.update(toParent, { nlink: toParent.nlink + 1 });
+      }
+      this.inodes.update(fromParent, { mtimeNs: now, ctimeNs: now });
+      if (toParent !== fromParent) this.inodes.update(toParent, { mtimeNs: now, ctimeNs: now });
+      this.inodes.update(inode, { ctimeNs: now });
+      this.paths.invalidate(pf.path);
+      this.paths.invalidate(pt.path);
+    });
   }
 
   /**
@@ -437,57 +448,59 @@ export class Filesystem {
    * owner) that hides everything lower layers hold there: an OCI opaque directory.
    */
   makeOpaque(path: string): void {
-    this.beginWrite('makeOpaque', path);
-    const p = parsePath(path, 'makeOpaque');
-    const d = this.paths.resolve(p.parts, path, 'makeOpaque');
-    if (!isDir(d.type)) throw fail('ENOTDIR', 'makeOpaque', path);
-    const old = this.inodeOf(d, 'makeOpaque', path);
-    const now = nowNs();
-    if (d.ino === ROOT_INO) {
-      // The root keeps inode 1: hide each remaining lower entry by name instead.
+    return this.mutate('makeOpaque', path, () => {
+      const p = parsePath(path, 'makeOpaque');
+      const d = this.paths.resolve(p.parts, path, 'makeOpaque');
+      if (!isDir(d.type)) throw fail('ENOTDIR', 'makeOpaque', path);
+      const old = this.inodeOf(d, 'makeOpaque', path);
+      const now = nowNs();
+      if (d.ino === ROOT_INO) {
+        // The root keeps inode 1: hide each remaining lower entry by name instead.
+        this.dropTopSubtree(old, now);
+        for (const name of this.dirents.list(ROOT_INO).keys()) this.dirents.remove(ROOT_INO, name);
+        this.inodes.update(old, { nlink: 2, mtimeNs: now, ctimeNs: now });
+        this.paths.clear();
+        return;
+      }
+      const s = this.slotOf(p, 'makeOpaque');
+      const parent = this.inodeOf(s.dir, 'makeOpaque', path);
       this.dropTopSubtree(old, now);
-      for (const name of this.dirents.list(ROOT_INO).keys()) this.dirents.remove(ROOT_INO, name);
-      this.inodes.update(old, { nlink: 2, mtimeNs: now, ctimeNs: now });
-      this.paths.clear();
-      return;
-    }
-    const s = this.slotOf(p, 'makeOpaque');
-    const parent = this.inodeOf(s.dir, 'makeOpaque', path);
-    this.dropTopSubtree(old, now);
-    const ino = this.sup.allocIno() as Ino;
-    this.inodes.insert(ino, {
-      mode: old.mode,
-      uid: old.uid,
-      gid: old.gid,
-      size: 0,
-      nlink: 2,
-      rdev: 0,
-      atimeNs: now,
-      mtimeNs: now,
-      ctimeNs: now,
-      target: null,
-      dataKey: ino as number as FileKey,
+      const ino = this.sup.allocIno() as Ino;
+      this.inodes.insert(ino, {
+        mode: old.mode,
+        uid: old.uid,
+        gid: old.gid,
+        size: 0,
+        nlink: 2,
+        rdev: 0,
+        atimeNs: now,
+        mtimeNs: now,
+        ctimeNs: now,
+        target: null,
+        dataKey: ino as number as FileKey,
+      });
+      this.dirents.insert(s.dir.ino, s.name, { ino, type: S_IFDIR });
+      this.destroy(old);
+      this.inodes.update(parent, { mtimeNs: now, ctimeNs: now });
+      this.paths.invalidate(p.path);
     });
-    this.dirents.insert(s.dir.ino, s.name, { ino, type: S_IFDIR });
-    this.destroy(old);
-    this.inodes.update(parent, { mtimeNs: now, ctimeNs: now });
-    this.paths.invalidate(p.path);
   }
 
   // ---------------------------------------------------------------- data
 
   /** Create and open a regular file; an existing one is opened (EEXIST only with O_EXCL). */
   create(path: string, mode: number, caller: Caller, flags: number = constants.O_RDWR): Fh {
-    this.beginWrite('create', path);
-    const s = this.slotFor(path, 'create', 'EISDIR');
-    const existing = this.paths.child(s.dir, s.name);
-    if (existing !== undefined) {
-      if ((flags & constants.O_EXCL) !== 0) throw fail('EEXIST', 'create', path);
-      return this.openDentry(existing, flags & ~constants.O_CREAT, path);
-    }
-    const parent = this.inodeOf(s.dir, 'create', path);
-    const inode = this.makeNode(s, parent, S_IFREG | (mode & PERM_BITS), 0, caller, null);
-    return this.handles.open(inode.ino, flags);
+    return this.mutate('create', path, () => {
+      const s = this.slotFor(path, 'create', 'EISDIR');
+      const existing = this.paths.child(s.dir, s.name);
+      if (existing !== undefined) {
+        if ((flags & constants.O_EXCL) !== 0) throw fail('EEXIST', 'create', path);
+        return this.openDentry(existing, flags & ~constants.O_CREAT, path);
+      }
+      const parent = this.inodeOf(s.dir, 'create', path);
+      const inode = this.makeNode(s, parent, S_IFREG | (mode & PERM_BITS), 0, caller, null);
+      return this.handles.open(inode.ino, flags);
+    });
   }
 
   /** Open an existing file; O_TRUNC truncates; directories open read-only only (EISDIR). */
@@ -511,34 +524,37 @@ export class Filesystem {
 
   /** Write `data` at `offsetBytes` (at the end for O_APPEND handles); returns bytes written. */
   write(fh: Fh, offsetBytes: number, data: Uint8Array): number {
-    this.beginWrite('write', `fh ${fh}`);
-    const h = this.handles.get(fh, 'write');
-    if (!h.writable) throw fail('EBADF', 'write', `fh ${fh}`, 'not open for writing');
-    const inode = this.handleInode(h, 'write');
-    if (!isReg(inode.mode)) throw fail('EINVAL', 'write', `fh ${fh}`, 'not a regular file');
-    const off = h.append ? inode.size : offsetBytes;
-    if (!(off >= 0) || !Number.isSafeInteger(off)) throw fail('EINVAL', 'write', `fh ${fh}`);
-    if (data.byteLength === 0) return 0;
-    if (off + data.byteLength > MAX_FILE_BYTES) throw fail('EFBIG', 'write', `fh ${fh}`);
-    const size = this.data.write(inode, off, data);
-    const now = nowNs();
-    this.inodes.update(inode, { size, mtimeNs: now, ctimeNs: now });
-    return data.byteLength;
+    return this.mutate('write', `fh ${fh}`, () => {
+      const h = this.handles.get(fh, 'write');
+      if (!h.writable) throw fail('EBADF', 'write', `fh ${fh}`, 'not open for writing');
+      const inode = this.handleInode(h, 'write');
+      if (!isReg(inode.mode)) throw fail('EINVAL', 'write', `fh ${fh}`, 'not a regular file');
+      const off = h.append ? inode.size : offsetBytes;
+      if (!(off >= 0) || !Number.isSafeInteger(off)) throw fail('EINVAL', 'write', `fh ${fh}`);
+      if (data.byteLength === 0) return 0;
+      if (off + data.byteLength > MAX_FILE_BYTES) throw fail('EFBIG', 'write', `fh ${fh}`);
+      const size = this.data.write(inode, off, data);
+      const now = nowNs();
+      this.inodes.update(inode, { size, mtimeNs: now, ctimeNs: now });
+      return data.byteLength;
+    });
   }
 
   /** truncate(2): shrink or extend; the extension reads as zeros. */
   truncate(path: string, size: number): void {
-    this.beginWrite('truncate', path);
-    const inode = this.inodeAt(path, 'truncate');
-    this.doTruncate(inode, size, path);
+    return this.mutate('truncate', path, () => {
+      const inode = this.inodeAt(path, 'truncate');
+      this.doTruncate(inode, size, path);
+    });
   }
 
   /** ftruncate(2) of a handle open for writing. */
   ftruncate(fh: Fh, size: number): void {
-    this.beginWrite('ftruncate', `fh ${fh}`);
-    const h = this.handles.get(fh, 'ftruncate');
-    if (!h.writable) throw fail('EINVAL', 'ftruncate', `fh ${fh}`, 'not open for writing');
-    this.doTruncate(this.handleInode(h, 'ftruncate'), size, `fh ${fh}`);
+    return this.mutate('ftruncate', `fh ${fh}`, () => {
+      const h = this.handles.get(fh, 'ftruncate');
+      if (!h.writable) throw fail('EINVAL', 'ftruncate', `fh ${fh}`, 'not open for writing');
+      this.doTruncate(this.handleInode(h, 'ftruncate'), size, `fh ${fh}`);
+    });
   }
 
   /** fsync/fdatasync: everything written so far (this file's data and mappings included) is durable on return. */
@@ -557,24 +573,27 @@ export class Filesystem {
     if (inode === undefined || inode.nlink > 0) return;
     const mode = this.pool.mode();
     if (mode !== 'write' && mode !== 'out-of-data-space') return; // cleaned as an orphan on next open
-    this.beginWrite('release', `fh ${fh}`);
-    this.destroy(inode);
+    this.mutate('release', `fh ${fh}`, () => {
+      const gone = this.inodes.find(handle.ino);
+      if (gone !== undefined && gone.nlink === 0) this.destroy(gone);
+    });
   }
 
   // ---------------------------------------------------------------- xattrs
 
   /** setxattr(2); XATTR_CREATE → EEXIST when present, XATTR_REPLACE → ENODATA when absent. */
   setxattr(path: string, name: string, value: Uint8Array, flags: number): void {
-    this.beginWrite('setxattr', path);
-    const inode = this.inodeAt(path, 'setxattr');
-    checkXattr(inode, name, path, 'setxattr', true);
-    if (value.byteLength > XATTR_SIZE_MAX) throw fail('E2BIG', 'setxattr', path);
-    if ((flags & XATTR_CREATE) !== 0 && (flags & XATTR_REPLACE) !== 0) throw fail('EINVAL', 'setxattr', path);
-    const has = this.xattrs.all(inode.ino).has(name);
-    if ((flags & XATTR_CREATE) !== 0 && has) throw fail('EEXIST', 'setxattr', path);
-    if ((flags & XATTR_REPLACE) !== 0 && !has) throw fail('ENODATA', 'setxattr', path);
-    this.xattrs.set(inode.ino, name, Buffer.from(value));
-    this.inodes.update(inode, { ctimeNs: nowNs() });
+    return this.mutate('setxattr', path, () => {
+      const inode = this.inodeAt(path, 'setxattr');
+      checkXattr(inode, name, path, 'setxattr', true);
+      if (value.byteLength > XATTR_SIZE_MAX) throw fail('E2BIG', 'setxattr', path);
+      if ((flags & XATTR_CREATE) !== 0 && (flags & XATTR_REPLACE) !== 0) throw fail('EINVAL', 'setxattr', path);
+      const has = this.xattrs.all(inode.ino).has(name);
+      if ((flags & XATTR_CREATE) !== 0 && has) throw fail('EEXIST', 'setxattr', path);
+      if ((flags & XATTR_REPLACE) !== 0 && !has) throw fail('ENODATA', 'setxattr', path);
+      this.xattrs.set(inode.ino, name, Buffer.from(value));
+      this.inodes.update(inode, { ctimeNs: nowNs() });
+    });
   }
 
   /** getxattr(2); ENODATA when absent. */
@@ -596,12 +615,13 @@ export class Filesystem {
 
   /** removexattr(2); ENODATA when absent. */
   removexattr(path: string, name: string): void {
-    this.beginWrite('removexattr', path);
-    const inode = this.inodeAt(path, 'removexattr');
-    checkXattr(inode, name, path, 'removexattr', true);
-    if (!this.xattrs.all(inode.ino).has(name)) throw fail('ENODATA', 'removexattr', path);
-    this.xattrs.remove(inode.ino, name);
-    this.inodes.update(inode, { ctimeNs: nowNs() });
+    return this.mutate('removexattr', path, () => {
+      const inode = this.inodeAt(path, 'removexattr');
+      checkXattr(inode, name, path, 'removexattr', true);
+      if (!this.xattrs.all(inode.ino).has(name)) throw fail('ENODATA', 'removexattr', path);
+      this.xattrs.remove(inode.ino, name);
+      this.inodes.update(inode, { ctimeNs: nowNs() });
+    });
   }
 
   // ---------------------------------------------------------------- layers
@@ -635,15 +655,17 @@ export class Filesystem {
     return false;
   }
 
-  /** EROFS/EIO unless this view can change; then join the pool's transaction. */
-  private beginWrite(syscall: string, path: string): void {
+  /**
+   * Run one changing call as one atomic pool operation: EROFS unless this view can change;
+   * when `fn` throws, every row it wrote is rolled back and the caches are dropped (the
+   * pool's onAbort hook), so a failing call changes nothing (pool.atomically).
+   */
+  private mutate<T>(syscall: string, path: string, fn: () => T): T {
     this.sync();
     if (this.isReadOnlyNow()) throw fail('EROFS', syscall, path);
-    const mode = this.pool.mode();
-    if (mode === 'fail') throw fail('EIO', syscall, path, 'pool is in fail mode');
-    if (mode === 'read-only') throw fail('EROFS', syscall, path, 'pool is read-only');
-    this.pool.beginWrite();
+    if (this.pool.mode() === 'read-only') throw fail('EROFS', syscall, path, 'pool is read-only');
     this.seenGen = ++this.slot.gen;
+    return this.pool.atomically(syscall, fn);
   }
 
   private becomeReadOnly(): void {
@@ -655,18 +677,17 @@ export class Filesystem {
   /** Writable open: create the root of a fresh device, free what a crash left unlinked. */
   private mount(): void {
     if (this.inodes.find(ROOT_INO) === undefined) {
-      this.pool.beginWrite();
-      const now = nowNs();
-      this.inodes.insert(ROOT_INO, rootFields(now));
+      this.pool.atomically('mount', () => this.inodes.insert(ROOT_INO, rootFields(nowNs())));
     }
     const orphans = this.inodes.orphans();
     if (orphans.length > 0) {
-      this.pool.beginWrite();
-      for (const o of orphans) {
-        const inode = this.inodes.find(o.ino);
-        if (inode !== undefined) this.destroy(inode);
-        else this.data.removeKey(o.dataKey);
-      }
+      this.pool.atomically('mount', () => {
+        for (const o of orphans) {
+          const inode = this.inodes.find(o.ino);
+          if (inode !== undefined) this.destroy(inode);
+          else this.data.removeKey(o.dataKey);
+        }
+      });
       log.info({ device: this.devId, orphans: orphans.length }, 'freed inodes left unlinked by a crash');
     }
   }
@@ -769,8 +790,10 @@ export class Filesystem {
     if (isDir(inode.mode) && (acc !== constants.O_RDONLY || trunc)) throw fail('EISDIR', 'open', path);
     if (isLnk(inode.mode)) throw fail('ELOOP', 'open', path, 'symbolic links are not followed');
     if ((acc !== constants.O_RDONLY || trunc) && isReg(inode.mode)) {
-      this.beginWrite('open', path);
-      if (trunc) this.truncateTo(inode, 0);
+      // Resolved again inside: a retried operation must not see an object a failed try changed.
+      this.mutate('open', path, () => {
+        if (trunc) this.truncateTo(this.inodeOf(d, 'open', path), 0);
+      });
     }
     return this.handles.open(inode.ino, flags);
   }
