@@ -19,3 +19,7 @@ export type { ImportOptions, ImportProgress, ImportStats } from './common.js';
 export type { LayerCounts } from './writer.js';
 export { exportLayer } from './export.js';
 export type { ExportOptions, ExportStats } from './export.js';
+export { imageOf, resolveImageName, listImages, familiarReference, deviceNameFor } from './image-store.js';
+export type { ImageRecord, Digest } from './image-store.js';
+export { execConfigOf } from './oci.js';
+export type { ImageConfig } from './oci.js';

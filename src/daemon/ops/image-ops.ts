@@ -22,7 +22,17 @@ import * as path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { fail, type ErrnoCode } from '../../errors.js';
 import { Filesystem } from '../../fs/index.js';
-import { exportLayer, findImage, importImage, type ExportStats, type ImportImageResult, type ImportProgress } from '../../layers/index.js';
+import {
+  execConfigOf,
+  exportLayer,
+  findImage,
+  imageOf,
+  importImage,
+  resolveImageName,
+  type ExportStats,
+  type ImportImageResult,
+  type ImportProgress,
+} from '../../layers/index.js';
 import type { DevId, DeviceInfo, DeviceKind, Pool } from '../../pool/index.js';
 import { argsObject, optBool, optString, reqString, withPool, type OpContext, type OpFn } from './context.js';
 
@@ -222,7 +232,37 @@ export function exportOp(ctx: OpContext, raw: unknown): Promise<ExportResult> {
   });
 }
 
-export const IMAGE_OPS: Record<string, OpFn> = { import: importOp, create, commit, ls, inspect, rm, export: exportOp };
+/** The execution config (`Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`, ...) of an image's OCI config. */
+export type ExecConfig = Record<string, unknown> & {
+  Entrypoint?: string[] | null;
+  Cmd?: string[] | null;
+  Env?: string[] | null;
+  WorkingDir?: string;
+  User?: string;
+  Labels?: Record<string, string> | null;
+};
+
+export interface ImageConfigResult {
+  /** The `config` object of the image's OCI config; null when the device has none (a plain import, a layer). */
+  config: ExecConfig | null;
+}
+
+/**
+ * The config of image `name` (a device name or an image reference) — for a container or a
+ * committed image, that of the image it was created from (image-store.ts imageOf).
+ */
+export async function imageConfig(ctx: OpContext, raw: unknown): Promise<ImageConfigResult> {
+  const name = reqString('imageConfig', argsObject('imageConfig', raw), 'name');
+  return withPool(ctx, 'read', (pool) => {
+    const d = resolveImageName(pool, name);
+    if (d === undefined) throw noSuchDevice('imageConfig', name);
+    const rec = imageOf(pool, d);
+    if (rec === undefined) return { config: null };
+    return { config: execConfigOf(rec.configBytes) };
+  });
+}
+
+export const IMAGE_OPS: Record<string, OpFn> = { import: importOp, create, commit, ls, inspect, rm, export: exportOp, imageConfig };
 
 // ---------------------------------------------------------------- helpers
 
