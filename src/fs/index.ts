@@ -18,3 +18,6 @@ export { Filesystem } from './filesystem.js';
 export type { FilesystemOptions } from './filesystem.js';
 export * from './types.js';
 export { byteString, bytesOf, fromText, isByteString, toText, type ByteString } from './bytes.js';
+// Check and repair of the namespace tables of every layer (check.ts), for `thinfs check`.
+export { checkNamespace, currentSchema } from './check.js';
+export type { NamespaceCheckOptions, NamespaceIssue, NamespaceReport } from './check.js';

@@ -43,3 +43,23 @@ export type {
   PoolOpenOptions,
   PoolStatus,
 } from './types.js';
+
+// The metadata file itself (integrity.ts): SQLite's integrity check, backup, REINDEX and
+// rebuild from readable rows, for `thinfs check [--repair]`; and the pool-table reads
+// and writes the namespace repair needs.
+export {
+  backupMetadata,
+  checkSqlite,
+  checkSqliteFile,
+  dropKeyRows,
+  keysByLayer,
+  layerParents,
+  lockPool,
+  looksLikeThinfsMetadata,
+  rebuildMetadata,
+  reindex,
+  reindexFile,
+  sameBytes,
+  writeNeedsCheckMarker,
+} from './integrity.js';
+export type { RebuildReport, RebuiltTable, SchemaEntry, SqliteCheck } from './integrity.js';

@@ -1,5 +1,5 @@
 /**
- * Operations on the pool as a whole: init, info, resize, check, trim. Each takes the
+ * Operations on the pool as a whole: init, info, resize, check (check-ops.ts), trim. Each takes the
  * context and plain JSON arguments (validated here: they may come off the control
  * socket) and returns a plain JSON result that the command formats.
  */
@@ -7,8 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import bytes from 'bytes';
 import { fail } from '../../errors.js';
-import { Pool, type CheckReport, type PoolMode, type PoolStatus } from '../../pool/index.js';
-import { argsObject, optBool, optNumber, reqNumber, withPool, type OpContext, type OpFn } from './context.js';
+import { Pool, type PoolMode, type PoolStatus } from '../../pool/index.js';
+import { check } from './check-ops.js';
+import { argsObject, optNumber, reqNumber, withPool, type OpContext, type OpFn } from './context.js';
 
 /** The pool as `thinfs info` shows it; sizes in bytes. */
 export interface InfoResult {
@@ -46,15 +47,7 @@ export interface ResizeResult {
   newDataTotal: number;
 }
 
-export interface CheckResult {
-  /** The final verdict: of the re-check after a repair, else of the check. */
-  clean: boolean;
-  report: CheckReport;
-  /** After --repair: the pool checked again. */
-  recheck: CheckReport | null;
-  /** The superblock's needs_check flag afterwards (it keeps the pool read-only; --repair clears it). */
-  needsCheck: boolean;
-}
+export type { CheckFinding, CheckResult, FullReport } from './check-ops.js';
 
 export interface TrimResult {
   /** Bytes the data file gave back to the host. */
@@ -109,17 +102,6 @@ export function resize(ctx: OpContext, raw: unknown): Promise<ResizeResult> {
     }
     pool.resize(dataSizeBytes);
     return { oldDataTotal: old, newDataTotal: pool.status().dataTotalBytes };
-  });
-}
-
-/** Check the space map against the mappings; with `repair`, fix what can be fixed and check again. */
-export function check(ctx: OpContext, raw: unknown): Promise<CheckResult> {
-  const repair = optBool('check', argsObject('check', raw), 'repair');
-  return withPool(ctx, repair ? 'write' : 'read', (pool) => {
-    const report = pool.check({ repair });
-    const recheck = repair ? pool.check() : null;
-    if (recheck !== null && recheck.fatal === 0 && pool.status().needsCheck) pool.clearNeedsCheck();
-    return { clean: (recheck ?? report).clean, report, recheck, needsCheck: pool.status().needsCheck };
   });
 }
 
