@@ -1,5 +1,5 @@
 /**
- * Importing a tar layer (plain or gzip, told apart by the magic bytes) into a writable
+ * Importing a tar layer (plain, gzip or zstd, told apart by the magic bytes) into a writable
  * Filesystem, streamed through node-tar's Parser: nothing is extracted to disk.
  *
  * What is kept: numeric uid/gid (names are ignored, as docker does), permission bits
@@ -9,7 +9,7 @@
  *
  * What is refused, naming the entry: names escaping the root (names.ts), entry types
  * thinfs can't represent (GNU sparse files, multi-volume parts), a body that ends early,
- * a bad header checksum, bytes that are not a tar at all, a gzip stream that is
+ * a bad header checksum, bytes that are not a tar at all, a gzip or zstd stream that is
  * truncated or corrupt, and a tar without its end-of-archive blocks (a stream cut at an
  * entry boundary would otherwise import half a layer without a word). An archive holding
  * only its end-of-archive blocks is an empty layer (docker writes those for ENV/LABEL steps).
@@ -19,25 +19,51 @@
  * for display (toText).
  */
 import * as fs from 'node:fs';
-import * as zlib from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
-import { fail, ThinfsError, type ErrnoCode } from '../errors.js';
+import { fail, isThinfsError, ThinfsError, type ErrnoCode } from '../errors.js';
 import { entryError, progressThrottle, type ImportOptions, type ImportStats } from './common.js';
 import { toText, type Filesystem } from '../fs/index.js';
 import { archivePath, classify } from './names.js';
 import { PaxTracker, paxTimeNs, paxXattrs, type EntryHeader, type PaxRecords } from './pax.js';
+import { decompressed, tapped } from './streams.js';
 import { LayerWriter, type EntryMeta, type FileSink } from './writer.js';
 
-const GZIP_MAGIC = [0x1f, 0x8b];
-const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+/** The import is synchronous per chunk; it gives the event loop a turn this often. */
+const YIELD_EVERY_MS = 20;
 
-/** Import the tar (or tar.gz) file `file` as one layer into `target` (a writable Filesystem). */
+/** Import the tar (plain, gzip or zstd) file `file` as one layer into `target` (a writable Filesystem). */
 export async function importTar(target: Filesystem, file: string, blockSizeBytes: number, opts: ImportOptions = {}): Promise<ImportStats> {
-  const started = Date.now();
   const totalBytes = sizeOf(file);
-  const gzip = startsWith(file, GZIP_MAGIC);
-  if (startsWith(file, ZSTD_MAGIC)) throw fail('ENOTSUP', 'import', file, 'zstd-compressed tars are not supported; use a plain or gzip tar');
+  const input = fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
+  const read = { bytes: 0 };
+  try {
+    const plain = decompressed(tapped(input, undefined, read), 'auto', file);
+    return await importTarStream(target, plain, file, blockSizeBytes, { ...opts, totalBytes, doneBytes: () => read.bytes });
+  } finally {
+    input.destroy();
+  }
+}
 
+/** How progress of a stream import is measured: bytes of the source read so far, of `totalBytes`. */
+export interface StreamImportOptions extends ImportOptions {
+  totalBytes: number;
+  doneBytes: () => number;
+}
+
+/**
+ * Import an uncompressed tar stream `plain` as one layer into `target`; `source` names it
+ * in errors. Reads `plain` to its very end (the bytes after the end-of-archive blocks
+ * too), unless an entry is refused: a caller hashing the stream sees all of it.
+ * Gives the event loop a turn every YIELD_EVERY_MS, so a daemon keeps serving its mounts.
+ */
+export async function importTarStream(
+  target: Filesystem,
+  plain: AsyncIterable<Buffer>,
+  file: string,
+  blockSizeBytes: number,
+  opts: StreamImportOptions,
+): Promise<ImportStats> {
+  const started = Date.now();
   const writer = new LayerWriter(target, blockSizeBytes);
   const pax = new PaxTracker();
   const parser = new Parser({ strict: false });
@@ -111,26 +137,24 @@ export async function importTar(target: Filesystem, file: string, blockSizeBytes
   parser.on('error', (err: Error & { tarCode?: string }) => stop(tarError(file, err.tarCode ?? 'TAR_ERROR', err.message, current)));
   const ended = new Promise<void>((resolve) => parser.on('end', () => resolve()));
 
-  const progress = progressThrottle(opts, totalBytes, 'bytes');
-  let doneBytes = 0;
-  const input = fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
-  input.on('data', (c) => {
-    doneBytes += c.length;
-  });
-  const plain: AsyncIterable<Buffer> = gzip ? input.pipe(zlib.createGunzip()) : input;
+  const progress = progressThrottle(opts, opts.totalBytes, 'bytes');
+  let lastYield = Date.now();
   try {
     for await (const chunk of plain) {
       pax.push(chunk);
       parser.write(chunk);
       if (failed !== undefined) break;
-      progress(doneBytes, entries, false);
+      progress(opts.doneBytes(), entries, false);
+      if (Date.now() - lastYield >= YIELD_EVERY_MS) {
+        // In the daemon this loop shares the event loop with every mount: let FUSE requests through.
+        await new Promise((resolve) => setImmediate(resolve));
+        lastYield = Date.now();
+      }
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (gzip && (e.code?.startsWith('Z_') ?? false)) stop(fail('EINVAL', 'import', file, `the gzip stream is truncated or corrupt (${e.message})`));
+    if (isThinfsError(err)) stop(err);
     else stop(fail(((e.code as ErrnoCode | undefined) ?? 'EIO'), 'import', file, `cannot read the source (${e.message})`));
-  } finally {
-    input.destroy();
   }
   if (failed === undefined) {
     parser.end();
@@ -143,7 +167,7 @@ export async function importTar(target: Filesystem, file: string, blockSizeBytes
   }
   if (failed !== undefined) throw failed;
   writer.finish();
-  progress(doneBytes, entries, true);
+  progress(opts.doneBytes(), entries, true);
   return { ...writer.counts, entries, elapsedMs: Date.now() - started };
 }
 
@@ -211,17 +235,6 @@ function sizeOf(file: string): number {
     return fs.statSync(file).size;
   } catch (err) {
     throw fail(((err as NodeJS.ErrnoException).code as ErrnoCode | undefined) ?? 'EIO', 'import', file, `cannot read the source (${(err as Error).message})`);
-  }
-}
-
-function startsWith(file: string, magic: number[]): boolean {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const b = Buffer.alloc(magic.length);
-    const n = fs.readSync(fd, b, 0, b.length, 0);
-    return n === magic.length && magic.every((m, i) => b[i] === m);
-  } finally {
-    fs.closeSync(fd);
   }
 }
 
