@@ -23,3 +23,7 @@ export { imageOf, resolveImageName, listImages, familiarReference, deviceNameFor
 export type { ImageRecord, Digest } from './image-store.js';
 export { execConfigOf } from './oci.js';
 export type { ImageConfig } from './oci.js';
+export { loadImage } from './load.js';
+export type { LoadOptions, LoadProgress, LoadResult, LoadedImage, LoadedLayer } from './load.js';
+export { parseImageSpec, formatImageSpec, TRANSPORTS } from './sources.js';
+export type { ImageSpec, Transport } from './sources.js';

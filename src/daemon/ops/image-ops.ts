@@ -28,7 +28,11 @@ import {
   findImage,
   imageOf,
   importImage,
+  loadImage,
+  parseImageSpec,
   resolveImageName,
+  type LoadProgress,
+  type LoadResult,
   type ExportStats,
   type ImportImageResult,
   type ImportProgress,
@@ -262,7 +266,22 @@ export async function imageConfig(ctx: OpContext, raw: unknown): Promise<ImageCo
   });
 }
 
-export const IMAGE_OPS: Record<string, OpFn> = { import: importOp, create, commit, ls, inspect, rm, export: exportOp, imageConfig };
+/**
+ * Load an OCI or docker image: `source` in transport syntax with an absolute path,
+ * `name` NAME[:TAG] (optional). Runs in the daemon like import, yielding to its mounts.
+ */
+export async function loadOp(ctx: OpContext, raw: unknown): Promise<LoadResult> {
+  const a = argsObject('load', raw);
+  const source = reqString('load', a, 'source');
+  const name = optString('load', a, 'name');
+  if (!path.isAbsolute(parseImageSpec(source, 'load').path)) throw fail('EINVAL', 'load', source, 'the source path must be absolute');
+  const avoid = ctx.mounts?.list().map((m) => m.mountpoint) ?? [];
+  return withPool(ctx, 'write', (pool) =>
+    loadImage(pool, { source, name, spoolDir: path.join(ctx.root, 'tmp'), avoid, onProgress: ctx.progress as ((p: LoadProgress) => void) | undefined }),
+  );
+}
+
+export const IMAGE_OPS: Record<string, OpFn> = { import: importOp, create, commit, ls, inspect, rm, export: exportOp, imageConfig, load: loadOp };
 
 // ---------------------------------------------------------------- helpers
 
