@@ -56,6 +56,7 @@ export {
   layerParents,
   lockPool,
   looksLikeThinfsMetadata,
+  needsCheckMarked,
   rebuildMetadata,
   reindex,
   reindexFile,

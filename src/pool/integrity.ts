@@ -614,12 +614,22 @@ function insertRaw(db: Db, shape: TableShape, r: RawRecord): boolean {
 
 // ---------------------------------------------------------------- the pool closed: its lock, its marker
 
-/** Take the pool's writer lock (pool/lock) without opening it; EBUSY when a writer holds it. Returns the release. */
-export function lockPool(root: string): () => void {
+/**
+ * Take the pool's writer lock (pool/lock) without opening the pool, waiting up to
+ * `waitMs` for another writer (as Pool.open does); EBUSY after that. Returns the release.
+ */
+export function lockPool(root: string, opts: { waitMs?: number; onWait?: () => void } = {}): () => void {
   const fd = fs.openSync(path.join(root, 'pool', 'lock'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
-  if (!tryLockExclusive(fd)) {
-    fs.closeSync(fd);
-    throw fail('EBUSY', 'check --repair', root, 'the pool is open for writing by another process (a running thinfs daemon or command?)');
+  const deadline = Date.now() + (opts.waitMs ?? 0);
+  let told = false;
+  while (!tryLockExclusive(fd)) {
+    if (Date.now() >= deadline) {
+      fs.closeSync(fd);
+      throw fail('EBUSY', 'check --repair', root, 'the pool is open for writing by another process (a running thinfs daemon or command?)');
+    }
+    if (!told) opts.onWait?.();
+    told = true;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
   }
   return () => fs.closeSync(fd);
 }
@@ -637,6 +647,11 @@ export function writeNeedsCheckMarker(root: string, reason: string): void {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/** True when the needs_check marker file is there. */
+export function needsCheckMarked(root: string): boolean {
+  return fs.existsSync(path.join(root, 'pool', 'needs_check'));
 }
 
 // ---------------------------------------------------------------- pool tables the namespace repair needs

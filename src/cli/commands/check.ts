@@ -28,9 +28,10 @@ export function register(program: Command): void {
 
 function formatCheck(r: CheckResult): string {
   let text = formatReport(r.report, true);
-  if (r.recheck !== null) {
-    if (r.backup !== null) text += `backup of the metadata: ${r.backup}\n`;
-    for (const a of r.actions) text += `repaired: ${a}\n`;
+  if (r.recheck !== null && r.recheck !== undefined) {
+    // (An older daemon answers without backup and actions.)
+    if (r.backup !== null && r.backup !== undefined) text += `backup of the metadata: ${r.backup}\n`;
+    for (const a of r.actions ?? []) text += `repaired: ${a}\n`;
     text += r.report.repaired ? 'repaired; checking again\n' : 'nothing repaired; checking again\n';
     text += formatReport(r.recheck, false);
   }
@@ -41,9 +42,10 @@ function formatCheck(r: CheckResult): string {
 /** The findings and a verdict line; the first report also says what was examined. */
 function formatReport(c: CheckResult['report'], overview: boolean): string {
   const lines: string[] = [];
-  if (overview) {
+  const infos = c.infos ?? 0;
+  if (overview && c.sqlite !== undefined && c.namespace !== undefined) {
     const sqlite = c.sqlite.ok ? 'SQLite integrity ok' : 'SQLite integrity damaged';
-    const ns = !c.opened
+    const ns = c.opened === false
       ? 'namespace: not checked'
       : c.namespace.error !== undefined
         ? 'namespace: cannot be read'
@@ -56,12 +58,12 @@ function formatReport(c: CheckResult['report'], overview: boolean): string {
     lines.push(`${i.severity}: ${i.message}`);
     lines.push(`  fix: ${i.fix}`);
   }
-  const harmless = c.infos > 0 ? `, ${c.infos} harmless` : '';
-  if (!c.opened) {
+  const harmless = infos > 0 ? `, ${infos} harmless` : '';
+  if (c.opened === false) {
     lines.push(`the pool does not open: space map and namespace not checked; ${c.issues.length} issue(s), ${c.fatal} fatal`);
     return `${lines.join('\n')}\n`;
   }
-  if (c.clean) lines.push(`examined ${c.blocksChecked} data blocks: clean${c.infos > 0 ? ` (${c.infos} harmless finding(s))` : ''}`);
+  if (c.clean) lines.push(`examined ${c.blocksChecked} data blocks: clean${infos > 0 ? ` (${infos} harmless finding(s))` : ''}`);
   else lines.push(`examined ${c.blocksChecked} data blocks: ${c.issues.length} issue(s), ${c.fatal} fatal, ${c.leaks} repairable${harmless}`);
   return `${lines.join('\n')}\n`;
 }

@@ -31,6 +31,7 @@ import {
   checkSqliteFile,
   lockPool,
   looksLikeThinfsMetadata,
+  needsCheckMarked,
   Pool,
   rebuildMetadata,
   reindex,
@@ -86,6 +87,13 @@ export interface CheckResult {
   actions: string[];
 }
 
+/** How long --repair waits for the pool while another command has it (as every command does). */
+const POOL_WAIT_MS = 60_000;
+
+function tellWaiting(): void {
+  if (process.stderr.isTTY) process.stderr.write('thinfs: waiting for the pool (another thinfs command has it open)\n');
+}
+
 const REPAIR_FIX =
   'run `thinfs check --repair`: it keeps a backup of pool/metadata.db, rebuilds the indexes, and when tables are damaged rebuilds the database from the rows that can still be read';
 
@@ -122,7 +130,7 @@ function repairClosed(root: string): CheckResult {
   const actions: string[] = [];
   let backup: string | null = null;
   let first: Inspection;
-  const release = lockPool(root);
+  const release = lockPool(root, { waitMs: POOL_WAIT_MS, onWait: tellWaiting });
   try {
     const created = companionsToClean(root);
     first = inspect(root);
@@ -149,10 +157,11 @@ function repairClosed(root: string): CheckResult {
   } finally {
     release();
   }
-  const pool = Pool.open(root);
+  const pool = Pool.open(root, { waitMs: POOL_WAIT_MS, onWait: tellWaiting });
   try {
-    // Should the repair stop half-way, the pool stays read-only.
-    if (first.report.fatal > 0) markIfFatal(pool, first.report);
+    // Should the repair stop half-way, the pool stays read-only (the marker file is enough for that).
+    const fatal = first.report.issues.find((i) => i.severity === 'fatal');
+    if (fatal !== undefined) writeNeedsCheckMarker(root, `${fatal.area}: ${fatal.message}`);
     if (backup === null && first.report.issues.length > 0) {
       pool.commit();
       backup = backupMetadata(file, pool.metadataDb());
@@ -320,7 +329,7 @@ function repairOpen(pool: Pool, mounted: DevId[], live = false): string[] {
 /** After a repair: clear needs_check when nothing fatal is left, else keep (or set) it. Returns the flag. */
 function settle(pool: Pool, recheck: FullReport): boolean {
   if (recheck.fatal === 0) {
-    if (pool.status().needsCheck) pool.clearNeedsCheck();
+    if (pool.status().needsCheck || needsCheckMarked(pool.root)) pool.clearNeedsCheck();
     return false;
   }
   return markIfFatal(pool, recheck);
