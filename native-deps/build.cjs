@@ -6,15 +6,21 @@
 //    JS handlers the calling process's uid/gid/pid/umask (fuse-native never
 //    passes fuse_get_context()), the raw utimens times (fuse-native drops mtime
 //    and nanoseconds), a pass-through for extra libfuse2 options, and links the
-//    system libfuse.so.2 (Debian's libfuse2) instead of the bundled copy. The
-//    reasons are written at the top of the patch file.
-// 2. Rebuilds fuse-native from source with node-gyp. node-gyp-build prefers
-//    build/Release/fuse.node over prebuilds/, so the unpatched prebuild is
-//    never picked while the rebuilt binary exists; step 4 checks that.
-// 3. Builds the small N-API addon in native-deps/native/ (fallocate punch hole)
+//    system libfuse.so.2 (Debian's libfuse2) instead of the bundled copy, and
+//    adds a libfuse3 low-level mode (Fuse.LowLevel). The reasons are written at
+//    the top of the patch file.
+// 2. Copies the low-level mode's sources, whole files kept in
+//    native-deps/fuse-native/ (fuse-lowlevel.c, lowlevel.js), into fuse-native.
+// 3. Rebuilds fuse-native from source with node-gyp: build/Release/fuse.node
+//    (libfuse2) and build/Release/fuse_lowlevel.node (libfuse3).
+//    node-gyp-build prefers build/Release/fuse.node over prebuilds/, so the
+//    unpatched prebuild is never picked while the rebuilt binary exists; step 5
+//    checks that.
+// 4. Builds the small N-API addon in native-deps/native/ (fallocate punch hole)
 //    into native-deps/build/thinfs_native.node.
-// 4. Loads both binaries and checks they are the patched ones and that
-//    fuse-native resolved libfuse.so.2 from the system.
+// 5. Loads the three binaries and checks they are the patched ones, that
+//    fuse-native resolved libfuse.so.2 and the low-level mode libfuse3.so.3
+//    from the system, and that the low-level mode has all its replies.
 //
 // Builds are skipped when a stamp (hash of patch/sources + Node version)
 // matches, so repeated `npm install` stays quick. Output: one line, or the
@@ -27,11 +33,24 @@ const { spawnSync } = require('node:child_process');
 
 const ROOT = path.resolve(__dirname, '..');
 const PATCH_FILE = path.join(__dirname, 'fuse-native.patch');
+/** Whole files added to fuse-native (the low-level mode), copied next to its index.js. */
+const ADDED_DIR = path.join(__dirname, 'fuse-native');
 const ADDON_SRC = path.join(__dirname, 'native');
 const BUILD_DIR = path.join(__dirname, 'build');
 const ADDON_STAGE = path.join(BUILD_DIR, 'addon');
 const ADDON_OUT = path.join(BUILD_DIR, 'thinfs_native.node');
 const FUSE_NATIVE_VERSION = '2.2.6';
+/**
+ * The low-level mode's binary, inside fuse-native. node-gyp-build loads the first .node
+ * of build/Release in name order, fuse.node ('.' sorts before '_'); verify() checks it.
+ */
+const LOWLEVEL_NODE = 'build/Release/fuse_lowlevel.node';
+/** What the low-level binding must export (fuse-lowlevel.c). */
+const LOWLEVEL_EXPORTS = [
+  'mount', 'unmount', 'notify', 'stats', 'reply_err', 'reply_entry', 'reply_create', 'reply_attr',
+  'reply_readlink', 'reply_open', 'reply_write', 'reply_buf', 'reply_iov', 'reply_data',
+  'reply_statfs', 'reply_xattr', 'reply_lseek', 'reply_readdir',
+];
 
 class BuildError extends Error {}
 
@@ -140,6 +159,23 @@ function applyFuseNativePatch(fuseDir) {
   return pending.length > 0;
 }
 
+/** Copies the added files into fuse-native; returns true if any changed. */
+function copyAddedFiles(fuseDir) {
+  let changed = false;
+  for (const f of fs.readdirSync(ADDED_DIR).sort()) {
+    const src = fs.readFileSync(path.join(ADDED_DIR, f));
+    const dst = path.join(fuseDir, f);
+    if (fs.existsSync(dst) && fs.readFileSync(dst).equals(src)) continue;
+    fs.writeFileSync(dst, src);
+    changed = true;
+  }
+  return changed;
+}
+
+function addedFilesHash() {
+  return fs.readdirSync(ADDED_DIR).sort().map((f) => f + hash(fs.readFileSync(path.join(ADDED_DIR, f)))).join(',');
+}
+
 // ---- node-gyp ----
 
 function findNodeGyp() {
@@ -206,11 +242,12 @@ function buildFuseNative() {
   if (version !== FUSE_NATIVE_VERSION) {
     throw new BuildError(`fuse-native ${version} installed; the patch is for ${FUSE_NATIVE_VERSION}`);
   }
-  const changed = applyFuseNativePatch(fuseDir);
+  const patched = applyFuseNativePatch(fuseDir);
+  const copied = copyAddedFiles(fuseDir);
   const output = path.join(fuseDir, 'build/Release/fuse.node');
   const stampFile = path.join(fuseDir, 'build/thinfs.stamp');
-  const want = hash(fs.readFileSync(PATCH_FILE), process.version);
-  if (changed || !stampMatches(stampFile, want, output)) {
+  const want = hash(fs.readFileSync(PATCH_FILE), addedFilesHash(), process.version);
+  if (patched || copied || !stampMatches(stampFile, want, output) || !fs.existsSync(path.join(fuseDir, LOWLEVEL_NODE))) {
     nodeGypRebuild(fuseDir, 'fuse-native');
     fs.writeFileSync(stampFile, want);
   }
@@ -230,7 +267,7 @@ function buildAddon() {
   fs.writeFileSync(stampFile, want);
 }
 
-/** Loads what was built; returns the libfuse file fuse-native runs with. */
+/** Loads what was built; returns the libfuse files fuse-native runs with (libfuse2, libfuse3). */
 function verify(fuseDir) {
   const nodeGypBuild = require(require.resolve('node-gyp-build', { paths: [fuseDir] }));
   const resolved = nodeGypBuild.resolve(fuseDir);
@@ -243,12 +280,21 @@ function verify(fuseDir) {
   }
   const addon = require(ADDON_OUT);
   if (typeof addon.punchHole !== 'function') throw new BuildError(`${ADDON_OUT} does not export punchHole`);
-  const maps = fs.readFileSync('/proc/self/maps', 'utf8').split('\n');
-  const lib = maps.map((l) => l.split(/\s+/)[5]).find((p) => p && /\/libfuse\.so\.2/.test(p));
-  if (!lib || lib.includes('node_modules')) {
-    throw new BuildError(`fuse-native loaded ${lib || 'no libfuse.so.2'}; expected the system libfuse2`);
+  const lowlevel = require(path.join(fuseDir, 'lowlevel.js'));
+  const missing = LOWLEVEL_EXPORTS.filter((f) => typeof lowlevel.binding[f] !== 'function');
+  if (missing.length > 0 || typeof lowlevel.FuseLowLevel !== 'function' || require(fuseDir).LowLevel !== lowlevel.FuseLowLevel) {
+    throw new BuildError(`${path.join(fuseDir, LOWLEVEL_NODE)} lacks the low-level mode (${missing.join(', ') || 'Fuse.LowLevel'}); delete node_modules/fuse-native/build and rerun`);
   }
-  return lib;
+  const maps = fs.readFileSync('/proc/self/maps', 'utf8').split('\n').map((l) => l.split(/\s+/)[5]);
+  const lib2 = maps.find((p) => p && /\/libfuse\.so\.2/.test(p));
+  if (!lib2 || lib2.includes('node_modules')) {
+    throw new BuildError(`fuse-native loaded ${lib2 || 'no libfuse.so.2'}; expected the system libfuse2`);
+  }
+  const lib3 = maps.find((p) => p && /\/libfuse3\.so\.3/.test(p));
+  if (!lib3 || lib3.includes('node_modules')) {
+    throw new BuildError(`fuse-native's low-level mode loaded ${lib3 || 'no libfuse3.so.3'}; expected the system libfuse3`);
+  }
+  return `${lib2}, ${lib3} ${lowlevel.FuseLowLevel.FUSE_VERSION}`;
 }
 
 function main() {
@@ -256,7 +302,7 @@ function main() {
     const fuseDir = buildFuseNative();
     buildAddon();
     const lib = verify(fuseDir);
-    console.log(`thinfs: fuse-native ${FUSE_NATIVE_VERSION} patched (${path.relative(ROOT, fuseDir)}, ${lib}); native helpers built`);
+    console.log(`thinfs: fuse-native ${FUSE_NATIVE_VERSION} patched with the low-level mode (${path.relative(ROOT, fuseDir)}, ${lib}); native helpers built`);
     return 0;
   } catch (err) {
     console.error(`thinfs: ${err instanceof BuildError ? err.message : err.stack}`);

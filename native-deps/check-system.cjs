@@ -9,9 +9,14 @@
 // fusermount3; fusermount3 speaks the same mount protocol libfuse2 uses.
 // fuse-native's own unmount also runs `fusermount -uz`, even as root.
 //
+// fuse-native's low-level mode (native-deps/fuse-native/fuse-lowlevel.c) is
+// built against Debian's libfuse3: headers from libfuse3-dev (/usr/include/fuse3),
+// flags from pkg-config (fuse3.pc), libfuse3.so.3 at run time from libfuse3-3;
+// non-root mounts run fusermount3 (fuse3).
+//
 // As root, anything missing is installed with apt-get; otherwise one line
-// names the command to run and the install stops. Headers come from the
-// fuse-shared-library-linux npm package, so no -dev package is needed.
+// names the command to run and the install stops. The libfuse2 headers come
+// from the fuse-shared-library-linux npm package, so no libfuse-dev is needed.
 // A /dev/fuse of mode 0600 is left alone (udev normally makes it 0666; the
 // mount tests fix it when they run as root).
 
@@ -21,12 +26,16 @@ const { spawnSync } = require('node:child_process');
 
 const TRIPLETS = { x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu', arm: 'arm-linux-gnueabihf' };
 
-function findLibfuse2() {
+function findLib(file) {
   const triplet = TRIPLETS[process.arch];
   const dirs = [];
   if (triplet) dirs.push(`/lib/${triplet}`, `/usr/lib/${triplet}`);
   dirs.push('/lib64', '/usr/lib64', '/lib', '/usr/lib');
-  return dirs.map((d) => path.join(d, 'libfuse.so.2')).find((p) => fs.existsSync(p));
+  return dirs.map((d) => path.join(d, file)).find((p) => fs.existsSync(p));
+}
+
+function findLibfuse2() {
+  return findLib('libfuse.so.2');
 }
 
 function onPath(name) {
@@ -57,8 +66,12 @@ const WANTED = [
   { pkg: 'make', present: () => onPath('make') },
   { pkg: 'g++', present: () => onPath('g++') },
   { pkg: 'python3', present: () => onPath('python3') },
-  // runtime: libfuse2 (fuse-native links libfuse.so.2), fuse3 (setuid fusermount)
+  { pkg: 'pkg-config', present: () => onPath('pkg-config') },
+  { pkg: 'libfuse3-dev', present: () => fs.existsSync('/usr/include/fuse3/fuse_lowlevel.h') },
+  // runtime: libfuse2 (fuse-native links libfuse.so.2), libfuse3-3 (its low-level
+  // mode links libfuse3.so.3), fuse3 (setuid fusermount / fusermount3)
   { pkg: 'libfuse2', present: () => findLibfuse2() },
+  { pkg: 'libfuse3-3', present: () => findLib('libfuse3.so.3') },
   { pkg: 'fuse3', present: () => { const f = onPath('fusermount'); return f && isSetuidRoot(f); } },
   // npm start: the busybox image is built from busybox-static; `run` needs unshare/setpriv
   { pkg: 'busybox-static', present: () => fs.existsSync('/bin/busybox') },
