@@ -44,23 +44,22 @@ export type {
   PoolStatus,
 } from './types.js';
 
-// The metadata file itself (integrity.ts): SQLite's integrity check, backup, REINDEX and
-// rebuild from readable rows, for `thinfs check [--repair]`; and the pool-table reads
-// and writes the namespace repair needs.
+// The metadata file itself, for `thinfs check [--repair]`: SQLite's integrity check, the
+// backup, REINDEX, the needs_check marker of a pool that does not open (integrity.ts);
+// the rebuild from the rows that can still be read (rebuild.ts); and the pool rows the
+// namespace repair reads and frees (repair-rows.ts).
 export {
   backupMetadata,
   checkSqlite,
   checkSqliteFile,
-  dropKeyRows,
-  keysByLayer,
-  layerParents,
   lockPool,
-  looksLikeThinfsMetadata,
   needsCheckMarked,
-  rebuildMetadata,
   reindex,
   reindexFile,
   sameBytes,
   writeNeedsCheckMarker,
 } from './integrity.js';
-export type { RebuildReport, RebuiltTable, SchemaEntry, SqliteCheck } from './integrity.js';
+export type { SqliteCheck } from './integrity.js';
+export { looksLikeThinfsMetadata, rebuildMetadata } from './rebuild.js';
+export type { RebuildReport, RebuiltTable, SchemaEntry } from './rebuild.js';
+export { dropKeyRows, keysByLayer, layerParents } from './repair-rows.js';
