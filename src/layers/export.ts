@@ -33,6 +33,8 @@ const USTAR_SIZE_MAX = 0o77777777777;
 export interface ExportOptions {
   /** Only what the top layer changes over the layers below (default: the whole view). */
   diff?: boolean;
+  /** With `diff`: start with the root directory's entry (`./`), as image layers do, so its attributes travel too. */
+  withRoot?: boolean;
 }
 
 export interface ExportStats {
@@ -83,6 +85,7 @@ export async function exportLayer(view: Filesystem, out: NodeJS.WritableStream, 
   };
 
   if (opts.diff === true) {
+    if (opts.withRoot === true) await entry('/', view.getattr('/'));
     for (const c of view.changes()) await exportChange(view, w, c, entry, stats);
   } else {
     const walk = async (dir: string) => {

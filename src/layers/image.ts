@@ -25,6 +25,7 @@ import { logger } from '../log.js';
 import type { DevId, DeviceInfo, Pool } from '../pool/index.js';
 import type { ImportOptions, ImportStats } from './common.js';
 import { importDirectory } from './directory.js';
+import { resolveImageName } from './image-store.js';
 import { importTar } from './tar.js';
 
 const log = logger('layers');
@@ -82,9 +83,12 @@ export async function importImage(pool: Pool, opts: ImportImageOptions): Promise
   }
 }
 
-/** The active, read-only image `name`; errors say what it is instead (missing, a container, being deleted, incomplete). */
+/**
+ * The active, read-only image `name` (a device name, or the reference of a loaded image);
+ * errors say what it is instead (missing, a container, being deleted, incomplete).
+ */
 export function findImage(pool: Pool, name: string, syscall: string): DeviceInfo {
-  const d = pool.findDevice(name);
+  const d = resolveImageName(pool, name);
   if (d === undefined) throw fail('ENOENT', syscall, name, `no image named '${name}' (see \`thinfs ls\`)`);
   if (d.state === 'deferred') throw fail('ENOENT', syscall, name, `image '${name}' is being deleted`);
   if (d.kind === 'container') {

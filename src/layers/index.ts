@@ -6,6 +6,10 @@
  *                                                      directory or a tar / tar.gz;
  *                                                      nothing remains when it fails
  *          findImage(pool, name, syscall)              an active read-only image, or a clear error
+ *          loadImage(pool, {source, name})             a whole OCI / docker image: layer devices
+ *                                                      shared by chain ID, its config kept
+ *          saveImage(pool, {name, dest})               an image back as oci:, oci-archive:, docker-archive:
+ *          imageOf, resolveImageName, ...              what is stored of images (image-store.ts)
  * Layers:  importTar(fs, file, blockSize, opts)        one tar layer into a writable Filesystem
  *          importDirectory(fs, dir, blockSize, opts)   one directory tree into a writable Filesystem
  *          exportLayer(fs, out, {diff})                a device (or its changes over its parent) as
@@ -19,7 +23,18 @@ export type { ImportOptions, ImportProgress, ImportStats } from './common.js';
 export type { LayerCounts } from './writer.js';
 export { exportLayer } from './export.js';
 export type { ExportOptions, ExportStats } from './export.js';
-export { imageOf, resolveImageName, listImages, familiarReference, deviceNameFor } from './image-store.js';
+export {
+  chainIds,
+  chainIdsOfDevice,
+  deviceNameFor,
+  familiarReference,
+  imageOf,
+  imageOfDevice,
+  isLayerDevice,
+  layerDevices,
+  listImages,
+  resolveImageName,
+} from './image-store.js';
 export type { ImageRecord, Digest } from './image-store.js';
 export { execConfigOf } from './oci.js';
 export type { ImageConfig } from './oci.js';
@@ -27,3 +42,5 @@ export { loadImage } from './load.js';
 export type { LoadOptions, LoadProgress, LoadResult, LoadedImage, LoadedLayer } from './load.js';
 export { parseImageSpec, formatImageSpec, TRANSPORTS } from './sources.js';
 export type { ImageSpec, Transport } from './sources.js';
+export { saveImage } from './save.js';
+export type { SaveOptions, SaveResult, SavedLayer } from './save.js';

@@ -1,5 +1,5 @@
 /**
- * Images and containers: import, create, commit, ls, inspect, rm. Arguments are plain
+ * Images and containers: import, load, save, create, commit, ls, inspect, rm, imageConfig. Arguments are plain
  * JSON (validated here: they may come off the control socket); results are plain JSON
  * (bigints as strings, sizes in bytes) that the commands format.
  *
@@ -16,6 +16,10 @@
  *  - `rm` of an image that containers sit on is refused; with `force`, those containers
  *    are removed too (a mounted one: deferred until unmounted). Images sitting on it only
  *    defer its deletion (devicemapper's deferred deletion), as does being mounted.
+ *  - Loaded images (layers/load.ts) are an image device on a chain of layer devices shared
+ *    by chain ID. `rm` of the image also removes the layer devices no other device needs
+ *    any more (as `docker rmi` untags and deletes), top down; `ls` shows layer devices
+ *    with --all only, and lists the images with their references.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -23,16 +27,26 @@ import { finished } from 'node:stream/promises';
 import { fail, type ErrnoCode } from '../../errors.js';
 import { Filesystem } from '../../fs/index.js';
 import {
+  chainIds,
+  chainIdsOfDevice,
   execConfigOf,
   exportLayer,
+  familiarReference,
+  isLayerDevice,
+  layerDevices,
+  listImages,
+  saveImage,
   findImage,
   imageOf,
   importImage,
   loadImage,
   parseImageSpec,
   resolveImageName,
+  type ImageConfig,
+  type ImageRecord,
   type LoadProgress,
   type LoadResult,
+  type SaveResult,
   type ExportStats,
   type ImportImageResult,
   type ImportProgress,
@@ -59,6 +73,22 @@ export interface DeviceSummary {
   created: string;
   /** Nanoseconds since the epoch, as a decimal string. */
   createdNs: string;
+  /** The loaded image this device is (its own record), or null. */
+  image: ImageSummary | null;
+  /** True for a layer device of loaded images (one layer, shared by chain ID). */
+  layer: boolean;
+}
+
+/** A loaded image as `thinfs ls` lists it. */
+export interface ImageSummary {
+  reference: string;
+  repository: string;
+  tag: string;
+  /** The config digest (docker's image ID). */
+  id: string;
+  /** The config's `created`, if it has one. */
+  created: string | null;
+  layers: number;
 }
 
 export interface InspectResult extends DeviceSummary {
@@ -71,6 +101,27 @@ export interface InspectResult extends DeviceSummary {
   /** Layers in its snapshot chain, its own included. */
   depth: number;
   blockSize: number;
+  /** The image it is, or (`inherited`) the image it was created from; null for plain imports. */
+  imageInfo: ImageDetail | null;
+  /** For a layer device: the chain IDs it answers to. */
+  layerIds: { chainId: string; diffId: string; how: 'load' | 'save' }[];
+}
+
+/** A loaded image in detail, as `thinfs inspect` shows it. */
+export interface ImageDetail {
+  reference: string;
+  /** The device of the image (differs from the inspected one when inherited). */
+  device: string | null;
+  /** True when the inspected device is a container or commit of this image. */
+  inherited: boolean;
+  configDigest: string;
+  manifestDigest: string | null;
+  source: string;
+  loaded: string;
+  /** The whole image config (architecture, os, config: {Entrypoint, Cmd, Env, ...}, rootfs, history). */
+  config: Record<string, unknown>;
+  /** The image's layers, bottom first: the device holding each (null when gone). */
+  layers: { diffId: string; chainId: string; device: string | null }[];
 }
 
 export interface ImportResult extends Omit<ImportImageResult, 'id'> {
@@ -92,7 +143,10 @@ export interface RmResult {
   waitingFor: string[];
   /** Containers removed along with an image (--force). */
   containers: { name: string; result: 'deleted' | 'deferred' }[];
+  /** Layer devices of loaded images that nothing needs any more, removed too. */
+  layers: { name: string; result: 'deleted' | 'deferred' }[];
 }
+
 
 /** A new image from a directory or a tar: `name`, `source` (absolute path), `parent` (image name). */
 export function importOp(ctx: OpContext, raw: unknown): Promise<ImportResult> {
@@ -162,6 +216,8 @@ export function inspect(ctx: OpContext, raw: unknown): Promise<InspectResult> {
       children: (topo.children.get(d.id) ?? []).map((c) => ({ name: c.name, kind: c.kind, state: byId.get(c.id)!.state })),
       depth: d.depth,
       blockSize: pool.blockSizeBytes,
+      imageInfo: imageDetail(pool, d),
+      layerIds: chainIdsOfDevice(pool, d.id),
     };
   });
 }
@@ -188,14 +244,16 @@ export function rm(ctx: OpContext, raw: unknown): Promise<RmResult> {
     const removed = containers.map((c) => ({ name: c.name, result: pool.deleteDevice(c.id) }));
     const mounted = new Set(ctx.mounts?.list().map((m) => m.name) ?? []);
     const left = children.filter((c) => !removed.some((r) => r.name === c.name && r.result === 'deleted'));
+    const below = topo.parent.get(d.id);
     const result = pool.deleteDevice(d.id);
+    const layers = collectLayers(pool, below, new Set([d.id, ...removed.map((r) => pool.findDevice(r.name)?.id).filter((x): x is DevId => x !== undefined)]));
     const waitingFor: string[] = [];
     if (result === 'deferred') {
       if (mounted.has(name)) waitingFor.push('its mount (thinfs umount)');
       for (const c of left) waitingFor.push(`${c.kind} ${c.name}`);
       if (waitingFor.length === 0) waitingFor.push('an open handle');
     }
-    return { name, kind: d.kind, result, waitingFor, containers: removed };
+    return { name, kind: d.kind, result, waitingFor, containers: removed, layers };
   });
 }
 
@@ -281,7 +339,28 @@ export async function loadOp(ctx: OpContext, raw: unknown): Promise<LoadResult> 
   );
 }
 
-export const IMAGE_OPS: Record<string, OpFn> = { import: importOp, create, commit, ls, inspect, rm, export: exportOp, imageConfig, load: loadOp };
+/** Write image `name` to `dest` (transport syntax, absolute path): oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REF]. */
+export async function saveOp(ctx: OpContext, raw: unknown): Promise<SaveResult> {
+  const a = argsObject('save', raw);
+  const name = reqString('save', a, 'name');
+  const dest = reqString('save', a, 'dest');
+  if (!path.isAbsolute(parseImageSpec(dest, 'save').path)) throw fail('EINVAL', 'save', dest, 'the destination path must be absolute');
+  // 'write': it records the chain IDs of the layers it writes (layers/save.ts).
+  return withPool(ctx, 'write', (pool) => saveImage(pool, { name, dest, tmpDir: path.join(ctx.root, 'tmp') }));
+}
+
+export const IMAGE_OPS: Record<string, OpFn> = {
+  import: importOp,
+  load: loadOp,
+  save: saveOp,
+  create,
+  commit,
+  ls,
+  inspect,
+  rm,
+  export: exportOp,
+  imageConfig,
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -308,6 +387,7 @@ function topology(pool: Pool): Topology {
 
 function summaries(pool: Pool, topo = topology(pool)): DeviceSummary[] {
   const bs = pool.blockSizeBytes;
+  const images = new Map(listImages(pool).map((i) => [i.deviceId as number, i]));
   return pool.listDevices().map((d) => ({
     id: d.id,
     name: d.name,
@@ -320,7 +400,73 @@ function summaries(pool: Pool, topo = topology(pool)): DeviceSummary[] {
     sizeLimitBytes: d.sizeLimitBytes,
     created: new Date(Number(d.createdNs / 1_000_000n)).toISOString(),
     createdNs: d.createdNs.toString(),
+    image: imageSummary(images.get(d.id)),
+    layer: isLayerDevice(pool, d.id),
   }));
+}
+
+function imageSummary(rec: ImageRecord | undefined): ImageSummary | null {
+  if (rec === undefined) return null;
+  const config = parseConfig(rec.configBytes);
+  const fam = familiarReference(rec.reference);
+  const at = fam.includes('@') ? fam.indexOf('@') : fam.lastIndexOf(':');
+  return {
+    reference: rec.reference,
+    repository: fam.slice(0, at),
+    tag: fam.slice(at + 1),
+    id: rec.configDigest,
+    created: typeof config.created === 'string' ? config.created : null,
+    layers: Array.isArray(config.rootfs?.diff_ids) ? config.rootfs.diff_ids.length : 0,
+  };
+}
+
+function parseConfig(bytes: Buffer): Partial<ImageConfig> {
+  try {
+    return JSON.parse(bytes.toString('utf8')) as Partial<ImageConfig>;
+  } catch {
+    return {};
+  }
+}
+
+/** The image `d` is or comes from, with its config and the devices of its layers. */
+function imageDetail(pool: Pool, d: DeviceInfo): ImageDetail | null {
+  const rec = imageOf(pool, d);
+  if (rec === undefined) return null;
+  const config = parseConfig(rec.configBytes) as Record<string, unknown> & Partial<ImageConfig>;
+  const diffIds = Array.isArray(config.rootfs?.diff_ids) ? config.rootfs.diff_ids : [];
+  const chain = chainIds(diffIds);
+  return {
+    reference: rec.reference,
+    device: pool.getDevice(rec.deviceId)?.name ?? null,
+    inherited: rec.deviceId !== d.id,
+    configDigest: rec.configDigest,
+    manifestDigest: rec.manifestDigest,
+    source: rec.source,
+    loaded: new Date(Number(rec.loadedNs / 1_000_000n)).toISOString(),
+    config,
+    layers: diffIds.map((diffId, i) => {
+      const dev = layerDevices(pool, chain[i]!).map((id) => pool.getDevice(id)).find((x) => x !== undefined && x.state === 'active');
+      return { diffId, chainId: chain[i]!, device: dev?.name ?? null };
+    }),
+  };
+}
+
+/**
+ * Remove the layer devices below a removed device that nothing needs any more: from
+ * `below` down, while it is a layer device and nothing but devices being removed
+ * (`gone`) sits on it. A deletion may be deferred (a device on it waits for its mount).
+ */
+function collectLayers(pool: Pool, below: DeviceInfo | undefined, gone: Set<DevId>): RmResult['layers'] {
+  const out: RmResult['layers'] = [];
+  for (let p = below; p !== undefined && isLayerDevice(pool, p.id) && p.state === 'active'; ) {
+    const users = pool.childrenOf(p.id).filter((c) => !gone.has(c.id) && c.state === 'active');
+    if (users.length > 0) break;
+    const next = topology(pool).parent.get(p.id);
+    out.push({ name: p.name, result: pool.deleteDevice(p.id) });
+    gone.add(p.id);
+    p = next;
+  }
+  return out;
 }
 
 function noSuchDevice(op: string, name: string): Error {
