@@ -37,6 +37,8 @@ export interface NameChange {
 }
 
 type Row = { layer: LayerId; child: Ino | null; type: number };
+/** Every name sorts after the empty BLOB. */
+const NO_NAME = Buffer.alloc(0);
 /** A row with its name as SQLite returns a BLOB. */
 type NamedRow = Row & { name: Buffer };
 
@@ -49,7 +51,8 @@ export class DirentTable {
   ) {
     this.st = {
       rows: db.prepare('SELECT layer, child, type FROM fs_dirents WHERE parent = ? AND name = ?'),
-      dir: db.prepare('SELECT name, layer, child, type FROM fs_dirents WHERE parent = ?'),
+      // Names are BLOBs compared with memcmp: the byte order of byte strings (bytes.ts).
+      dirFrom: db.prepare('SELECT name, layer, child, type FROM fs_dirents WHERE parent = ? AND name > ? ORDER BY name'),
       upsert: db.prepare(
         `INSERT INTO fs_dirents (parent, name, layer, child, type) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (parent, name, layer) DO UPDATE SET child = excluded.child, type = excluded.type`,
@@ -67,24 +70,47 @@ export class DirentTable {
     return this.nearest(this.st.rows.all(parent, bytesOf(name)) as Row[], 0);
   }
 
-  /** All visible entries of directory `parent` (one query, merged over the chain). */
+  /** All visible entries of directory `parent`, in byte order of their names (one query, merged over the chain). */
   list(parent: Ino): Map<ByteString, Entry> {
-    const best = new Map<ByteString, { pos: number; row: NamedRow }>();
-    for (const r of this.st.dir.iterate(parent) as Iterable<NamedRow>) {
+    return new Map(this.listAfter(parent, undefined, Infinity));
+  }
+
+  /**
+   * Up to `limit` visible entries of directory `parent` whose names come after `after`
+   * (from the first when undefined), in byte order: one range scan of the primary key,
+   * each name's rows merged over the chain as they come, stopped once `limit` are found.
+   */
+  listAfter(parent: Ino, after: ByteString | undefined, limit: number): [ByteString, Entry][] {
+    const out: [ByteString, Entry][] = [];
+    if (!(limit > 0)) return out;
+    let name: ByteString | undefined;
+    let best: NamedRow | undefined;
+    let bestPos = Number.MAX_SAFE_INTEGER;
+    const take = (): void => {
+      if (name !== undefined && best !== undefined && best.child !== null) out.push([name, { ino: best.child, type: best.type }]);
+    };
+    for (const r of this.st.dirFrom.iterate(parent, after === undefined ? NO_NAME : bytesOf(after)) as Iterable<NamedRow>) {
+      const n = byteString(r.name);
+      if (n !== name) {
+        take();
+        if (out.length >= limit) return out; // leaving the loop ends the statement's iteration
+        name = n;
+        best = undefined;
+        bestPos = Number.MAX_SAFE_INTEGER;
+      }
       const p = posOf(this.view, r.layer);
-      if (p === undefined) continue;
-      const name = byteString(r.name);
-      const b = best.get(name);
-      if (b === undefined || p < b.pos) best.set(name, { pos: p, row: r });
+      if (p !== undefined && p < bestPos) {
+        best = r;
+        bestPos = p;
+      }
     }
-    const out = new Map<ByteString, Entry>();
-    for (const [name, { row }] of best) if (row.child !== null) out.set(name, { ino: row.child, type: row.type });
+    take();
     return out;
   }
 
   /** True when directory `parent` shows no entries in any layer. */
   isEmpty(parent: Ino): boolean {
-    return this.list(parent).size === 0;
+    return this.listAfter(parent, undefined, 1).length === 0;
   }
 
   /** Make `name` in `parent` point at `child` (in the top layer, replacing any whiteout). */

@@ -12,6 +12,15 @@
  * come from one pool-wide counter in fs_super, so they are unique across every device
  * and never change on copy-up or rename. The root directory is inode 1 in every device.
  *
+ * An inode number is never handed out twice, so it can be a FUSE nodeid with generation
+ * 0 (the kernel holds nodeids for as long as a mount lives; a stale one must never name a
+ * new inode). The counter moves inside the pool's transaction, and a transaction can go
+ * back after the kernel saw numbers from it: a failed operation rolls its savepoint back
+ * (its numbers were never answered, but they may be again), and SQLite may roll a whole
+ * transaction back after an I/O error, or a failed commit put the pool in fail mode while
+ * its mounts stay up. So each process also remembers the highest number it handed out per
+ * pool and never goes below it; a crash ends the process and the mounts with it.
+ *
  * Names are bytes (bytes.ts): entry names, symlink targets and xattr names are BLOBs of
  * the raw bytes; the modules here bind them with bytesOf and read them with byteString.
  */
@@ -138,6 +147,8 @@ export interface FsSuper {
 }
 
 const supers = new WeakMap<Pool, FsSuper>();
+/** Per pool root: the highest inode number this process has handed out (see the top). */
+const issued = new Map<string, number>();
 
 /** The shared fs state of `pool`, creating (and migrating) the tables on first use. */
 export function fsSuper(pool: Pool): FsSuper {
@@ -160,13 +171,25 @@ export function fsSuper(pool: Pool): FsSuper {
     migrate(db, 'fs', FS_MIGRATIONS);
   }
   const alloc = db.prepare('UPDATE fs_super SET next_ino = next_ino + 1 WHERE id = 1 RETURNING next_ino - 1 AS ino').pluck();
+  const skipTo = db.prepare('UPDATE fs_super SET next_ino = ? WHERE id = 1');
   const peek = db.prepare('SELECT next_ino FROM fs_super WHERE id = 1').pluck();
+  const root = pool.root;
   s = {
     db,
     slots: new Map(),
-    // The caller has joined the pool's transaction (beginWrite), so an abort rolls it back.
-    allocIno: () => alloc.get() as number,
-    peekNextIno: () => peek.get() as number,
+    // The caller has joined the pool's transaction (beginWrite), so an abort rolls it back;
+    // numbers a rollback gave back are skipped, never handed out again (see the top).
+    allocIno: () => {
+      const high = issued.get(root) ?? 0;
+      let ino = alloc.get() as number;
+      if (ino <= high) {
+        skipTo.run(high + 1);
+        ino = alloc.get() as number;
+      }
+      issued.set(root, ino);
+      return ino;
+    },
+    peekNextIno: () => Math.max(peek.get() as number, (issued.get(root) ?? 0) + 1),
   };
   supers.set(pool, s);
   return s;

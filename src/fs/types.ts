@@ -1,16 +1,23 @@
 /** Types of the union filesystem's public API. */
 
-/** An inode number: unique in the pool, stable across copy-up and rename. Root is 1. */
+/**
+ * An inode number: unique in the pool, stable across copy-up and rename, never handed out
+ * twice (schema.ts). Root is 1. It is the FUSE nodeid of the inode-based API.
+ */
 export type Ino = number & { readonly __brand: 'Ino' };
 /** An open file handle number, as FUSE hands it back (fh). */
 export type Fh = number;
 
 export const ROOT_INO = 1 as Ino;
 
-/** Who is asking: new entries belong to the caller (uid/gid); umask is already applied by the kernel. */
+/** Who is asking: new entries belong to the caller (uid/gid); access checks use its groups too. */
 export interface Caller {
   uid: number;
   gid: number;
+  /** Supplementary groups (access checks, setgid inheritance); none when absent. */
+  groups?: readonly number[];
+  /** Applied to the mode of new entries when given; absent when the kernel has applied it already. */
+  umask?: number;
 }
 
 /** What stat(2) shows. Times in nanoseconds since the epoch. */
@@ -31,12 +38,48 @@ export interface Attr {
   ctimeNs: bigint;
 }
 
+/**
+ * What every call that hands out a name answers (lookup, mkdirAt, createAt, ...), as a FUSE
+ * entry reply carries it. The generation is always 0: inode numbers are never reused (see Ino).
+ */
+export interface EntryAttr extends Attr {
+  generation: number;
+}
+
+/** setattrIno: the attributes to change (absent: unchanged), as one FUSE SETATTR. */
+export interface SetAttr {
+  /** Permission bits (setuid/setgid/sticky included); the file type stays. */
+  mode?: number;
+  /** New owner; -1 also leaves it unchanged. */
+  uid?: number;
+  gid?: number;
+  /** Truncate or extend a regular file. */
+  size?: number;
+  atime?: TimeSpec;
+  mtime?: TimeSpec;
+  /** The handle of an ftruncate/futimens (FATTR_FH): it must be open on this inode, and writable for a size change. */
+  fh?: Fh;
+}
+
 export interface DirEntry {
   /** A byte string (bytes.ts). */
   name: string;
   ino: Ino;
   /** File type bits only (S_IFDIR, S_IFREG, ...). */
   type: number;
+}
+
+/**
+ * One entry of readdirIno: `offset` is the cookie to resume after it (the next READDIR's
+ * offset). '.' and '..' come first (offsets 1 and 2).
+ */
+export interface DirEntryAt extends DirEntry {
+  offset: number;
+}
+
+/** One entry of readdirplusIno: a DirEntryAt with the inode's attributes. */
+export interface DirEntryPlus extends DirEntryAt {
+  attr: EntryAttr;
 }
 
 export interface StatFs {
@@ -65,6 +108,10 @@ export interface Change {
    */
   opaque?: true;
 }
+
+/** renameAt flags, as renameat2(2) has them. */
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
 
 export const XATTR_CREATE = 1;
 export const XATTR_REPLACE = 2;

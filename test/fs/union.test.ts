@@ -289,8 +289,8 @@ describe('union rules', () => {
     b.link('/a', '/b');
     b.mkdir('/dir', 0o755, ROOT);
     writeFile(b, '/dir/x', 'x');
-    const ino = b.lookup('/a');
-    const xino = b.lookup('/dir/x');
+    const ino = b.inoAt('/a');
+    const xino = b.inoAt('/dir/x');
     closeFs(b);
     const c = container(base, 'c');
     const cfs = fsOf(c);
@@ -302,7 +302,7 @@ describe('union rules', () => {
     cfs.unlink('/a');
     expect(cfs.getattr('/b').nlink).toBe(1);
     cfs.rename('/dir', '/moved');
-    expect(cfs.lookup('/moved/x')).toBe(xino);
+    expect(cfs.inoAt('/moved/x')).toBe(xino);
     expect(errnoOf(() => cfs.getattr('/dir/x'))).toBe('ENOENT');
     const img = fsOf(base, { readOnly: true });
     expect(img.getattr('/a').nlink).toBe(2);
@@ -435,7 +435,7 @@ describe('union rules', () => {
     const c = container(base, 'c');
     const cfs = fsOf(c);
     writeFile(cfs, '/d/upper', Buffer.alloc(100_000, 1));
-    const oldIno = cfs.lookup('/d');
+    const oldIno = cfs.inoAt('/d');
     cfs.makeOpaque('/d');
     const a = cfs.getattr('/d');
     expect(a.ino).not.toBe(oldIno);
@@ -500,7 +500,7 @@ describe('union rules', () => {
     const f2 = fsOf(c2);
     writeFile(f1, '/x', '1');
     writeFile(f2, '/x', '2');
-    expect(f1.lookup('/x')).not.toBe(f2.lookup('/x'));
+    expect(f1.inoAt('/x')).not.toBe(f2.inoAt('/x'));
     expect(readFile(f1, '/x').toString()).toBe('1');
     expect(readFile(f2, '/x').toString()).toBe('2');
   });
@@ -572,15 +572,15 @@ describe('union rules', () => {
       fs.mkdir(p, 0o755, ROOT);
     }
     writeFile(fs, `${p}/leaf`, 'leaf');
-    const ino = fs.lookup(`${p}/leaf`);
+    const ino = fs.inoAt(`${p}/leaf`);
     fs.rename('/d0/d1', '/d0/x1');
     expect(errnoOf(() => fs.getattr(`${p}/leaf`))).toBe('ENOENT');
     const moved = p.replace('/d0/d1', '/d0/x1');
-    expect(fs.lookup(`${moved}/leaf`)).toBe(ino);
+    expect(fs.inoAt(`${moved}/leaf`)).toBe(ino);
     fs.mkdir('/d0/d1', 0o755, ROOT);
     expect(errnoOf(() => fs.getattr('/d0/d1/d2'))).toBe('ENOENT');
     fs.rename('/d0/x1', '/d0/d1');
-    expect(fs.lookup(`${p}/leaf`)).toBe(ino);
+    expect(fs.inoAt(`${p}/leaf`)).toBe(ino);
   });
 
   it('mknod makes fifos, sockets and device nodes (metadata only); access checks permission bits', () => {
