@@ -81,6 +81,9 @@ const WANTED = [
   { pkg: 'attr', present: () => onPath('setfattr') && onPath('getfattr') },
   { pkg: 'tar', present: () => onPath('tar') },
   { pkg: 'fuse-overlayfs', present: () => onPath('fuse-overlayfs') },
+  // tests: real OCI/docker images built at test time (umoci) and copied between formats (skopeo)
+  { pkg: 'umoci', present: () => onPath('umoci') },
+  { pkg: 'skopeo', present: () => onPath('skopeo') },
 ];
 
 function missingPackages() {

@@ -27,9 +27,11 @@ import * as inspect from './commands/inspect.js';
 import * as rm from './commands/rm.js';
 import * as exportCmd from './commands/export.js';
 import * as runCmd from './commands/run.js';
+import * as load from './commands/load.js';
+import * as save from './commands/save.js';
 
 /** Commands in the order help lists them; later ones (import, create, mount, ...) register here too. */
-const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, exportCmd, create, commit, ls, inspect, rm, mount, umount, mounts, runCmd, daemon];
+const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, exportCmd, load, save, create, commit, ls, inspect, rm, mount, umount, mounts, runCmd, daemon];
 
 /** Build the program; `parseAsync` rejects with a CommanderError, UsageError or ThinfsError. */
 export function buildProgram(): Command {

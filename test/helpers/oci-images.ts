@@ -33,7 +33,7 @@ export function have(cmd: string): boolean {
 /** Why the umoci/skopeo tests can't run here, or undefined when they can. */
 export function missingForImages(): string | undefined {
   if (!isRoot) return 'building the test image with owners, device nodes and security.* xattrs needs root';
-  for (const c of ['umoci', 'skopeo', 'setfattr', 'getfattr', 'tar', 'zstd']) if (!have(c)) return `${c} is not installed (Debian packages umoci, skopeo, attr, tar, zstd)`;
+  for (const c of ['umoci', 'skopeo', 'setfattr', 'getfattr', 'tar']) if (!have(c)) return `${c} is not installed (Debian packages umoci, skopeo, attr, tar)`;
   return undefined;
 }
 

@@ -1,4 +1,9 @@
-/** `thinfs ls [--json]`: images and containers, like `docker images` and `docker ps -a` in one table. */
+/**
+ * `thinfs ls [--all] [--json]`: images and containers, like `docker images` and `docker ps -a`
+ * in one table; then the loaded images by name and tag. The layer devices of loaded images
+ * show with --all only (as `docker images -a` shows intermediate layers); --json lists
+ * every device, each with its image record (or null) and whether it is a layer device.
+ */
 import type { Command } from 'commander';
 import { runOp } from '../../daemon/client.js';
 import type { DeviceSummary } from '../../daemon/ops/index.js';
@@ -11,24 +16,30 @@ export function register(program: Command): void {
   withJson(
     program
       .command('ls')
-      .description('list images and containers: kind, parent, mode, space used, age, state')
+      .description('list images and containers: kind, parent, mode, space used, age, state; loaded images by name and tag')
+      .option('-a, --all', 'also list the layer devices of loaded images')
       .addHelpText(
         'after',
         `
 PARENT is the device the data sits on. USED counts the blocks visible through the
 snapshot chain, EXCLUSIVE those only this device holds (freed when it is removed).
 STATE: active; deferred (removed, waiting for its mount or the devices on it);
-incomplete (an image whose import has not finished).`,
+incomplete (an image whose import has not finished).
+IMAGES lists the images \`thinfs load\` made: REPOSITORY and TAG of their name, IMAGE ID
+(the config digest), DEVICE (the name commands take; the full name works as well), the
+number of layers and the config's creation time.`,
       ),
-  ).action(async (o: { json?: boolean }, cmd: Command) => {
+  ).action(async (o: { json?: boolean; all?: boolean }, cmd: Command) => {
     const r = await runOp<DeviceSummary[]>(globals(cmd).root, 'ls');
-    out(o.json ? formatJson(r) : formatLs(r));
+    out(o.json ? formatJson(r) : formatLs(r, o.all === true));
   });
 }
 
-function formatLs(devices: DeviceSummary[]): string {
+function formatLs(all: DeviceSummary[], withLayers: boolean): string {
   const now = Date.now();
-  return formatTable(
+  const devices = withLayers ? all : all.filter((d) => d.layer !== true);
+  const images = all.filter((d) => d.image !== null && d.image !== undefined);
+  const table = formatTable(
     ['NAME', 'KIND', 'PARENT', 'MODE', 'USED', 'EXCLUSIVE', 'CREATED', 'STATE'],
     devices.map((d) => [
       d.name,
@@ -41,6 +52,17 @@ function formatLs(devices: DeviceSummary[]): string {
       d.state,
     ]),
   );
+  if (images.length === 0) return table;
+  const list = formatTable(
+    ['REPOSITORY', 'TAG', 'IMAGE ID', 'DEVICE', 'LAYERS', 'SIZE', 'CREATED'],
+    images.map((d) => {
+      const i = d.image!;
+      return [i.repository, i.tag, i.id.slice('sha256:'.length, 'sha256:'.length + 12), d.name, i.layers, formatBytes(d.mappedBytes), i.created === null ? '-' : ago(now - Date.parse(i.created))];
+    }),
+  );
+  return `${table}
+IMAGES
+${list}`;
 }
 
 /** `5 seconds ago`, `3 hours ago`, as docker prints ages. */
