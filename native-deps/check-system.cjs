@@ -76,6 +76,9 @@ const WANTED = [
   // npm start: the busybox image is built from busybox-static; `run` needs unshare/setpriv
   { pkg: 'busybox-static', present: () => fs.existsSync('/bin/busybox') },
   { pkg: 'util-linux', present: () => onPath('unshare') && onPath('setpriv') },
+  // `thinfs run`: the OCI runtime (in /usr/sbin, off a user's PATH); its fallback sets the hostname with hostname(1)
+  { pkg: 'runc', present: () => ['/usr/sbin/runc', '/usr/bin/runc'].some((f) => fs.existsSync(f)) },
+  { pkg: 'hostname', present: () => fs.existsSync('/bin/hostname') || fs.existsSync('/usr/bin/hostname') },
   // tests: fio verify jobs, setfattr/getfattr, GNU tar; bench: fuse-overlayfs comparison
   { pkg: 'fio', present: () => onPath('fio') },
   { pkg: 'attr', present: () => onPath('setfattr') && onPath('getfattr') },

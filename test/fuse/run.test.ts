@@ -1,93 +1,194 @@
 /**
- * The rootless container: as an unprivileged user (uid 65534), import the busybox image
- * from a tar, then `thinfs run` it: id -u is 0 inside, the container writes, /bin has
- * every applet, and the image is unchanged afterwards. Needs /dev/fuse, busybox-static,
- * setpriv and unprivileged user namespaces; skips (and says why) only when one is missing.
+ * `thinfs run` as root, through runc and through the namespaces + chroot fallback: the
+ * same busybox image (fixtures/build-busybox-rootfs.sh) and the same checks for both —
+ * a container environment (/proc of a new pid namespace, /dev nodes, pts, shm, links, a
+ * hostname, /etc files bound from the run directory and not written into the container),
+ * -e/-w/-u, --read-only, the exit status, signals forwarded, and afterwards no mount left
+ * and, with --rm, no container. Needs root, /dev/fuse, busybox-static and util-linux;
+ * the runc half needs runc (Debian package). Each skip says why.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tmpDir } from '../helpers/tmp.js';
-
-const CLI = path.resolve('dist/src/cli/main.js');
-const USER = 65534;
+import { mountTable } from '../../src/fuse/kernel.js';
+import { findProgram } from '../../src/run/index.js';
+import { CLI } from '../cli/helpers.js';
+import { fuseSkipReason, TestPool, type Run } from './helpers.js';
 
 function missing(): string | undefined {
-  if (!fs.existsSync('/dev/fuse')) return '/dev/fuse is missing';
-  if (process.getuid?.() !== 0) return 'the test switches to uid 65534 and needs root to do so';
+  const fuse = fuseSkipReason();
+  if (fuse !== undefined) return fuse;
+  if (process.getuid?.() !== 0) return 'these runs are the root half (run-rootless.test.ts is the other)';
   if (!fs.existsSync('/bin/busybox')) return 'busybox-static is not installed';
-  if (spawnSync('setpriv', ['--version']).status !== 0) return 'setpriv (util-linux) is missing';
-  const ns = spawnSync('setpriv', [`--reuid=${USER}`, `--regid=${USER}`, '--clear-groups', 'unshare', '--user', '--map-root-user', 'true']);
-  if (ns.status !== 0) return 'unprivileged user namespaces are not available';
+  if (findProgram('unshare') === undefined || findProgram('setpriv') === undefined) return 'util-linux (unshare, setpriv) is missing';
   return undefined;
 }
 const why = missing();
-if (why !== undefined) console.warn(`skipping rootless run tests: ${why}`);
+if (why !== undefined) console.warn(`skipping root run tests: ${why}`);
+const RUNTIMES = ['runc', 'chroot'] as const;
+if (findProgram('runc') === undefined) console.warn('skipping the runc half of the root run tests: runc is not installed (apt-get install runc)');
 
-/** Run the CLI as uid 65534 (async: this process serves no mount, but stay uniform). */
-function asUser(root: string, home: string, argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn('setpriv', [`--reuid=${USER}`, `--regid=${USER}`, '--clear-groups', process.execPath, CLI, '--root', root, ...argv], {
-      env: { ...process.env, HOME: home, THINFS_LOG_LEVEL: 'error' },
-      cwd: home,
+/** The host's pid namespace, to tell a container's apart. */
+const HOST_PID_NS = fs.readlinkSync('/proc/self/ns/pid');
+
+describe.skipIf(why !== undefined)('thinfs run as root', () => {
+  let t: TestPool;
+
+  beforeAll(async () => {
+    t = await TestPool.create({}, 'thinfs-run-');
+    const rootfs = path.join(t.dir, 'rootfs');
+    const built = await sh('bash', ['fixtures/build-busybox-rootfs.sh', rootfs]);
+    expect(built.code, built.stderr).toBe(0);
+    const imp = await t.cli('import', 'busybox', rootfs);
+    expect(imp.code, imp.stderr).toBe(0);
+  });
+
+  afterAll(async () => {
+    await t?.cleanup();
+  });
+
+  const thinfsMounts = () => mountTable().filter((m) => m.fstype === 'fuse.thinfs' && m.mountpoint.startsWith(`${t.root}/`));
+  const devices = async () => (JSON.parse((await t.cli('ls', '--json')).stdout) as { name: string }[]).map((d) => d.name).sort();
+
+  describe.each(RUNTIMES)('with --runtime %s', (runtime) => {
+    const skip = runtime === 'runc' && findProgram('runc') === undefined;
+    const run = (...args: string[]) => t.cli('run', '--runtime', runtime, ...args);
+
+    it.skipIf(skip)('gives the container /proc of its own pid namespace, /dev nodes, pts, shm, a hostname and /etc files; no mount and no container after --rm', async () => {
+      const name = `env-${runtime}`;
+      const script = [
+        'cat /proc/1/cmdline | tr "\\0" " "; echo',
+        'readlink /proc/self/ns/pid',
+        'echo x > /dev/null && echo null-ok',
+        'for n in null zero full random urandom tty; do test -c /dev/$n || echo "no /dev/$n"; done',
+        'head -c 16 /dev/zero | wc -c',
+        'head -c 16 /dev/urandom | wc -c',
+        'echo shared > /dev/shm/s && cat /dev/shm/s',
+        'grep -c " /dev/pts devpts " /proc/mounts',
+        'for l in fd stdin stdout stderr ptmx; do readlink /dev/$l; done',
+        'hostname',
+        'cat /etc/hostname',
+        `grep -c "${name}" /etc/hosts`,
+        'test -e /etc/resolv.conf && echo resolv-ok',
+        'id -u; pwd; echo "$PATH"; echo "$HOSTNAME"',
+      ].join('; ');
+      const r = await run(...busyboxRun(name, '--rm'), '--', '/bin/sh', '-c', script);
+      expect(r.code, r.stderr).toBe(0);
+      const lines = r.stdout.trim().split('\n').map((l) => l.trim());
+      expect(lines[0]).toBe(`/bin/sh -c ${script}`); // pid 1 is the container's own process
+      expect(lines[1]).not.toBe(HOST_PID_NS);
+      expect(lines.slice(2)).toEqual([
+        'null-ok',
+        '16',
+        '16',
+        'shared',
+        '1',
+        '/proc/self/fd',
+        '/proc/self/fd/0',
+        '/proc/self/fd/1',
+        '/proc/self/fd/2',
+        'pts/ptmx',
+        name,
+        name,
+        '1',
+        'resolv-ok',
+        '0',
+        '/',
+        '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        name,
+      ]);
+      expect(thinfsMounts()).toEqual([]);
+      expect(await devices()).toEqual(['busybox']);
     });
+
+    it.skipIf(skip)('takes -e, -w and -u: 1000:1000 by number, nobody by name from the image\'s /etc/passwd', async () => {
+      const r = await run(...busyboxRun(`u-${runtime}`, '--rm'), '-e', 'FOO=bar baz', '-e', 'PATH=/bin', '-w', '/tmp', '-u', '1000:1000', '--', '/bin/sh', '-c', 'id -u; id -g; pwd; echo "$FOO"; echo "$PATH"; echo "$HOME"; echo > /dev/null && echo null-ok');
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.trim().split('\n')).toEqual(['1000', '1000', '/tmp', 'bar baz', '/bin', '/', 'null-ok']);
+      const nobody = await run(...busyboxRun(`n-${runtime}`, '--rm'), '-u', 'nobody', '-w', '/var/lib/new', '--', '/bin/sh', '-c', 'id -u; id -g; pwd; echo "$HOME"');
+      expect(nobody.code, nobody.stderr).toBe(0);
+      expect(nobody.stdout.trim().split('\n')).toEqual(['65534', '65534', '/var/lib/new', '/nonexistent']);
+      expect(thinfsMounts()).toEqual([]);
+    });
+
+    it.skipIf(skip)('passes the exit status through; a container kept without --rm holds no copy of the run files', async () => {
+      const name = `keep-${runtime}`;
+      const r = await run(...busyboxRun(name), '--', '/bin/sh', '-c', 'echo kept > /kept; exit 7');
+      expect(r.code).toBe(7);
+      expect(thinfsMounts()).toEqual([]);
+      expect(await devices()).toEqual(['busybox', name]);
+      // Again on the same container: it is still there, and the bound /etc files were mountpoints only.
+      const again = await t.cli('run', '--runtime', runtime, name, '--', '/bin/sh', '-c', 'cat /kept');
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stdout).toBe('kept\n');
+      const mp = await t.mount(name);
+      try {
+        expect(fs.readFileSync(path.join(mp, 'etc/hostname'), 'utf8')).toBe('');
+        expect(fs.readFileSync(path.join(mp, 'etc/hosts'), 'utf8')).toBe('');
+      } finally {
+        await t.umount(name);
+      }
+      expect((await t.cli('rm', name)).code).toBe(0);
+    });
+
+    it.skipIf(skip)('--read-only: the view is mounted read-only and the container cannot write to it; /dev and /dev/shm still work', async () => {
+      const r = await run(...busyboxRun(`ro-${runtime}`, '--rm'), '--read-only', '--', '/bin/sh', '-c', 'touch /x 2>/dev/null && echo wrote || echo refused; echo > /dev/null && echo null-ok; echo s > /dev/shm/s && echo shm-ok; cat /etc/hostname');
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.trim().split('\n')).toEqual(['refused', 'null-ok', 'shm-ok', `ro-${runtime}`]);
+      expect(thinfsMounts()).toEqual([]);
+    });
+
+    it.skipIf(skip)('forwards SIGTERM to the container and still unmounts', async () => {
+      const name = `sig-${runtime}`;
+      const child = spawn(process.execPath, [CLI, '--root', t.root, 'run', '--runtime', runtime, 'busybox', '--name', name, '--rm', '--', '/bin/sh', '-c', 'trap "exit 3" TERM; echo ready; sleep 60 & wait'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve()));
+      child.kill('SIGTERM');
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      expect(code, stderr).toBe(3);
+      expect(thinfsMounts()).toEqual([]);
+      expect(await devices()).toEqual(['busybox']);
+    });
+
+    it.skipIf(skip)('fails with one line and leaves no mount and, with --rm, no container: an unknown user', async () => {
+      const r = await run(...busyboxRun(`bad-${runtime}`, '--rm'), '-u', 'nosuchuser', '--', '/bin/true');
+      expect(r.code).toBe(1);
+      expect(r.errLines).toEqual([expect.stringMatching(/^thinfs: EINVAL: unable to find user nosuchuser/)]);
+      expect(thinfsMounts()).toEqual([]);
+      expect(await devices()).toEqual(['busybox']);
+    });
+  });
+
+  it('refuses an unknown image and bad options with one line', async () => {
+    const r = await t.cli('run', 'nosuch', '--', '/bin/true');
+    expect(r.code).toBe(1);
+    expect(r.errLines).toEqual([expect.stringMatching(/^thinfs: ENOENT: .*nosuch/)]);
+    for (const bad of [['-w', 'relative'], ['-u', 'a:b:c'], ['-e', '=x'], ['--runtime', 'docker'], ['--hostname', 'a b']]) {
+      const u = await t.cli('run', 'busybox', ...bad, '--', '/bin/true');
+      expect(u.code, bad.join(' ')).toBe(2);
+      expect(u.errLines.length, u.stderr).toBe(1);
+    }
+    expect(thinfsMounts()).toEqual([]);
+    expect(await devices()).toEqual(['busybox']);
+  });
+});
+
+/** `busybox --name NAME [extra]` as run arguments (the image first, as users type it). */
+function busyboxRun(name: string, ...extra: string[]): string[] {
+  return ['busybox', '--name', name, ...extra];
+}
+
+function sh(file: string, argv: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr, errLines: stderr.split('\n').filter((l) => l !== '') }));
   });
 }
-
-describe.skipIf(why !== undefined)('thinfs run, rootless', () => {
-  let t: { dir: string; cleanup: () => void };
-  let root: string;
-  let home: string;
-  let applets: number;
-
-  beforeAll(() => {
-    t = tmpDir('thinfs-run-');
-    fs.chmodSync(t.dir, 0o755);
-    if ((fs.statSync('/dev/fuse').mode & 0o777) !== 0o666) fs.chmodSync('/dev/fuse', 0o666); // udev does this on normal systems
-    const rootfs = path.join(t.dir, 'rootfs');
-    const built = spawnSync('bash', ['fixtures/build-busybox-rootfs.sh', rootfs], { encoding: 'utf8' });
-    expect(built.status, built.stderr).toBe(0);
-    applets = fs.readdirSync(path.join(rootfs, 'bin')).length;
-    const tar = spawnSync('tar', ['-C', rootfs, '--numeric-owner', '-cf', path.join(t.dir, 'busybox.tar'), '.']);
-    expect(tar.status).toBe(0);
-    fs.chmodSync(path.join(t.dir, 'busybox.tar'), 0o644);
-    home = path.join(t.dir, 'home');
-    fs.mkdirSync(home);
-    fs.chownSync(home, USER, USER);
-    root = path.join(home, 'pool');
-  });
-
-  afterAll(() => {
-    // The daemon exits after its last mount; if a failure left one behind, end it by its pid.
-    try {
-      const pid = Number(fs.readFileSync(path.join(root, 'run', 'daemon.pid'), 'utf8'));
-      if (pid > 0) process.kill(pid, 'SIGTERM');
-    } catch {
-      /* no daemon left */
-    }
-    t.cleanup();
-  });
-
-  it('imports a root-owned busybox rootfs and runs it: uid 0 inside, writes, every applet; the image is unchanged', async () => {
-    expect((await asUser(root, home, ['init', '--data-size', '10G'])).code).toBe(0);
-    const imp = await asUser(root, home, ['import', 'busybox', path.join(t.dir, 'busybox.tar')]);
-    expect(imp.code, imp.stderr).toBe(0);
-    const r = await asUser(root, home, ['run', 'busybox', '--rm', '--', '/bin/sh', '-c', 'id -u; echo hi > /x; cat /x; ls /bin | wc -l; stat -c %u:%g:%a /bin/busybox']);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout.trim().split('\n').map((l) => l.trim())).toEqual(['0', 'hi', String(applets), '0:0:755']);
-    const again = await asUser(root, home, ['run', 'busybox', '--rm', '--', '/bin/sh', '-c', 'test -e /x && echo present || echo absent']);
-    expect(again.code, again.stderr).toBe(0);
-    expect(again.stdout.trim()).toBe('absent');
-    const ls = await asUser(root, home, ['ls', '--json']);
-    const devices = JSON.parse(ls.stdout) as { name: string }[];
-    expect(devices.map((d) => d.name)).toEqual(['busybox']);
-    const check = await asUser(root, home, ['check']);
-    expect(check.code, check.stdout + check.stderr).toBe(0);
-  });
-});
