@@ -49,9 +49,11 @@ export type {
 // the rebuild from the rows that can still be read (rebuild.ts); and the pool rows the
 // namespace repair reads and frees (repair-rows.ts).
 export {
+  applyForeignKeyActions,
   backupMetadata,
   checkSqlite,
   checkSqliteFile,
+  foreignKeyViolations,
   lockPool,
   needsCheckMarked,
   reindex,
@@ -59,7 +61,7 @@ export {
   sameBytes,
   writeNeedsCheckMarker,
 } from './integrity.js';
-export type { SqliteCheck } from './integrity.js';
+export type { ForeignKeyViolations, SqliteCheck } from './integrity.js';
 export { looksLikeThinfsMetadata, rebuildMetadata } from './rebuild.js';
 export type { RebuildReport, RebuiltTable, SchemaEntry } from './rebuild.js';
 export { dropKeyRows, keysByLayer, layerParents } from './repair-rows.js';

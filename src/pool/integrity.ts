@@ -31,8 +31,18 @@ export interface SqliteCheck {
   lines: string[];
   /** Tables whose own integrity check (table and its indexes) failed. */
   damagedTables: string[];
-  /** Rows whose foreign key points at nothing, per (table, parent table). */
-  foreignKeys: { table: string; parent: string; rows: number }[];
+  /** Rows whose foreign key points at nothing, per foreign key. */
+  foreignKeys: ForeignKeyViolations[];
+}
+
+/** Rows of `table` whose foreign key `fkid` finds no row of `parent`. */
+export interface ForeignKeyViolations {
+  table: string;
+  parent: string;
+  fkid: number;
+  rows: number;
+  /** The key's ON DELETE action: CASCADE and SET NULL say what the deletion of the parent row would have done. */
+  onDelete: string;
 }
 
 const MAX_LINES = 10;
@@ -72,15 +82,7 @@ export function checkSqlite(db: Db): SqliteCheck {
     if (out.lines.length === 0) out.lines.push('integrity_check reported nothing, but could not finish');
   }
   try {
-    const rows = db.pragma('foreign_key_check') as { table: string; parent: string }[];
-    const counts = new Map<string, { table: string; parent: string; rows: number }>();
-    for (const r of rows) {
-      const k = `${r.table}\u0000${r.parent}`;
-      const c = counts.get(k) ?? { table: r.table, parent: r.parent, rows: 0 };
-      c.rows++;
-      counts.set(k, c);
-    }
-    out.foreignKeys = [...counts.values()];
+    out.foreignKeys = foreignKeyViolations(db);
   } catch (err) {
     if (out.ok) {
       out.ok = false;
@@ -88,6 +90,61 @@ export function checkSqlite(db: Db): SqliteCheck {
     }
   }
   return out;
+}
+
+/** PRAGMA foreign_key_check, counted per foreign key. */
+export function foreignKeyViolations(db: Db): ForeignKeyViolations[] {
+  const counts = new Map<string, ForeignKeyViolations>();
+  for (const r of db.pragma('foreign_key_check') as { table: string; parent: string; fkid: number }[]) {
+    const k = `${r.table}\u0000${r.fkid}`;
+    let c = counts.get(k);
+    if (c === undefined) {
+      const key = foreignKey(db, r.table, r.fkid);
+      c = { table: r.table, parent: r.parent, fkid: r.fkid, rows: 0, onDelete: key[0]?.on_delete ?? 'NO ACTION' };
+      counts.set(k, c);
+    }
+    c.rows++;
+  }
+  return [...counts.values()];
+}
+
+interface ForeignKeyColumn {
+  id: number;
+  table: string;
+  from: string;
+  to: string | null;
+  on_delete: string;
+}
+
+function foreignKey(db: Db, table: string, fkid: number): ForeignKeyColumn[] {
+  return (db.prepare(`PRAGMA foreign_key_list(${quote(table)})`).all() as ForeignKeyColumn[]).filter((c) => c.id === fkid);
+}
+
+/**
+ * Do for the rows in `violations` what their ON DELETE action would have done when the
+ * parent row went (CASCADE: delete them; SET NULL: clear the key); keys without such an
+ * action are left. Returns the rows changed. Precondition: inside a write transaction.
+ */
+export function applyForeignKeyActions(db: Db, violations: ForeignKeyViolations[]): number {
+  let changed = 0;
+  for (const v of violations) {
+    const cols = foreignKey(db, v.table, v.fkid);
+    if (cols.length === 0 || !(v.onDelete === 'CASCADE' || v.onDelete === 'SET NULL')) continue;
+    const parentKey =
+      cols[0]!.to === null
+        ? (db.prepare(`PRAGMA table_info(${quote(v.parent)})`).all() as { name: string; pk: number }[]).filter((c) => c.pk > 0).sort((a, b) => a.pk - b.pk).map((c) => c.name)
+        : cols.map((c) => c.to!);
+    const t = `t_${v.fkid}`;
+    const missing =
+      cols.map((c) => `${t}.${quote(c.from)} IS NOT NULL`).join(' AND ') +
+      ` AND NOT EXISTS (SELECT 1 FROM ${quote(v.parent)} p WHERE ${cols.map((c, i) => `p.${quote(parentKey[i] ?? 'rowid')} = ${t}.${quote(c.from)}`).join(' AND ')})`;
+    const sql =
+      v.onDelete === 'CASCADE'
+        ? `DELETE FROM ${quote(v.table)} AS ${t} WHERE ${missing}`
+        : `UPDATE ${quote(v.table)} AS ${t} SET ${cols.map((c) => `${quote(c.from)} = NULL`).join(', ')} WHERE ${missing}`;
+    changed += db.prepare(sql).run().changes;
+  }
+  return changed;
 }
 
 /** Check the metadata file with a connection of its own (read-only); never throws. */

@@ -186,6 +186,25 @@ describe('a metadata file SQLite cannot even open', () => {
   });
 });
 
+describe('rows whose foreign key points at nothing', () => {
+  it('with ON DELETE CASCADE they are a leak that --repair deletes, as the deletion would have', async () => {
+    makeImage(root, sampleTree(['a'], 3));
+    withSql(root, (db) => {
+      db.exec('CREATE TABLE x_notes (device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE, note TEXT)');
+      db.exec("INSERT INTO x_notes SELECT id, 'kept' FROM devices");
+      db.pragma('foreign_keys = OFF'); // as damage would: behind SQLite's back
+      db.exec("INSERT INTO x_notes VALUES (4242, 'stray')");
+    });
+    const r = json<Result>(await cli('check', '--json'));
+    expect(r.report.issues.map((i) => [i.area, i.severity, i.message])).toEqual([['sqlite', 'leak', '1 row(s) of x_notes refer to rows of devices that no longer exist']]);
+    expect(r.needsCheck).toBe(false);
+    const repaired = json<Result>(await cli('check', '--repair', '--json'));
+    expect(repaired.clean).toBe(true);
+    expect(repaired.actions).toEqual(['deleted or cleared 1 row(s) that referred to rows that no longer exist (x_notes)']);
+    expect(withSql(root, (db) => db.prepare('SELECT note FROM x_notes').pluck().all())).toEqual(['kept']);
+  });
+});
+
 describe('what check does not touch', () => {
   it('a clean pool: --repair keeps no backup and changes nothing', async () => {
     makeImage(root, sampleTree(['a'], 5));

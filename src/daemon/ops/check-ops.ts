@@ -26,9 +26,11 @@ import * as path from 'node:path';
 import { fail, isThinfsError } from '../../errors.js';
 import { checkNamespace, currentSchema, type NamespaceReport } from '../../fs/index.js';
 import {
+  applyForeignKeyActions,
   backupMetadata,
   checkSqlite,
   checkSqliteFile,
+  foreignKeyViolations,
   lockPool,
   looksLikeThinfsMetadata,
   needsCheckMarked,
@@ -277,10 +279,13 @@ function inspect(root: string, given?: Pool, mounted: DevId[] = []): Inspection 
     const where = sqlite.damagedTables.length > 0 ? ` in ${sqlite.damagedTables.join(', ')}` : '';
     add('sqlite', 'fatal', `SQLite integrity_check found damage${where}: ${sqlite.lines.slice(0, 3).join('; ')}`, REPAIR_FIX);
   }
-  for (const f of sqlite.foreignKeys) {
-    // The space map and namespace checks answer for the pool's and the fs tables' references.
-    if (['devices', 'layers'].includes(f.table) || f.table.startsWith('fs_')) continue;
-    add('sqlite', 'fatal', `${f.rows} row(s) of ${f.table} point at missing rows of ${f.parent}`, 'restore pool/metadata.db from a backup');
+  for (const f of otherForeignKeys(sqlite.foreignKeys)) {
+    if (f.onDelete === 'CASCADE' || f.onDelete === 'SET NULL') {
+      // What deleting the parent rows would have done: rows kept for nothing.
+      add('sqlite', 'leak', `${f.rows} row(s) of ${f.table} refer to rows of ${f.parent} that no longer exist`, `run \`thinfs check --repair\` to ${f.onDelete === 'CASCADE' ? 'delete them' : 'clear those references'}`);
+    } else {
+      add('sqlite', 'fatal', `${f.rows} row(s) of ${f.table} refer to rows of ${f.parent} that do not exist`, 'restore pool/metadata.db from a backup');
+    }
   }
   let space: CheckReport | undefined;
   let ns: NamespaceReport | undefined;
@@ -315,9 +320,27 @@ function inspect(root: string, given?: Pool, mounted: DevId[] = []): Inspection 
   return { report, sqlite, pool, openError, ours };
 }
 
-/** The namespace repair, then the space map's (which frees the blocks the first one let go). */
+/** Foreign keys the space map and namespace checks do not answer for (they check devices, layers and the fs tables). */
+function otherForeignKeys(violations: SqliteCheck['foreignKeys']): SqliteCheck['foreignKeys'] {
+  return violations.filter((f) => !['devices', 'layers'].includes(f.table) && !f.table.startsWith('fs_'));
+}
+
+/** Stray rows of other tables (by their ON DELETE action), the namespace, then the space map (which frees the blocks the namespace let go). */
 function repairOpen(pool: Pool, mounted: DevId[], live = false): string[] {
-  const actions = checkNamespace(pool, { repair: true, mounted, live }).repaired;
+  const actions: string[] = [];
+  const stray = otherForeignKeys(foreignKeyViolations(pool.metadataDb()));
+  if (stray.length > 0) {
+    pool.beginWrite();
+    try {
+      const n = applyForeignKeyActions(pool.metadataDb(), stray);
+      pool.commit();
+      if (n > 0) actions.push(`deleted or cleared ${n} row(s) that referred to rows that no longer exist (${[...new Set(stray.map((f) => f.table))].join(', ')})`);
+    } catch (err) {
+      pool.abort();
+      throw err;
+    }
+  }
+  actions.push(...checkNamespace(pool, { repair: true, mounted, live }).repaired);
   const space = pool.check({ repair: true });
   if (space.repaired) {
     const fixed = space.issues.filter((i) => i.severity === 'leak').map((i) => i.message);
