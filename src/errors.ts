@@ -44,6 +44,7 @@ const DESCRIPTIONS: Partial<Record<ErrnoCode, string>> = {
   ENAMETOOLONG: 'file name too long',
   EMLINK: 'too many links',
   EROFS: 'read-only file system',
+  ESTALE: 'stale file handle (the file was created after the last commit, which was rolled back)',
   ENOSPC: 'no space left on device',
   EPERM: 'operation not permitted',
   EACCES: 'permission denied',

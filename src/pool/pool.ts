@@ -158,6 +158,8 @@ export class Pool implements BlockPool {
   private inTx = false;
   /** Depth of atomically() calls on the stack; only the outermost keeps a savepoint. */
   private opDepth = 0;
+  /** Data to put back if the current operation fails (see BlockIo.truncate). */
+  private undo: (() => void)[] = [];
   /** Set when a commit failed: the pool is in fail mode (see the top of this file). */
   private failure: { code: ErrnoCode; reason: string } | undefined;
   private hostFull = false;
@@ -386,13 +388,19 @@ export class Pool implements BlockPool {
       this.checkWritablePool(op);
       this.beginWrite();
       const pendingBefore = this.space.freePending;
-      this.st.savepoint.run();
+      this.undo = [];
+      try {
+        this.st.savepoint.run();
+      } catch (err) {
+        throw this.storageError(err, op);
+      }
       this.opDepth = 1;
       try {
         const result = fn();
         this.space.flush();
         this.tree.flush();
         this.st.release.run();
+        this.undo = [];
         return result;
       } catch (err) {
         const e = this.rollbackOperation(op, err);
@@ -808,6 +816,11 @@ export class Pool implements BlockPool {
     this.space.free(pb, this.transactionId);
   }
 
+  /** @internal Run `undo` when the current operation is rolled back. */
+  onRollback(undo: () => void): void {
+    this.undo.push(undo);
+  }
+
   /** @internal True when `pb` was handed out in the open transaction. */
   allocatedInTx(pb: PBlock): boolean {
     return this.space.allocatedInTx.has(pb);
@@ -843,6 +856,15 @@ export class Pool implements BlockPool {
    * to throw (translated to an errno).
    */
   private rollbackOperation(op: string, err: unknown): unknown {
+    const undo = this.undo.reverse();
+    this.undo = [];
+    try {
+      for (const u of undo) u();
+    } catch (undoErr) {
+      // In-place bytes could not be put back: fail mode returns to the last commit, where
+      // the blocks they sit in (allocated in this transaction) are not mapped.
+      this.enterFailMode(undoErr);
+    }
     try {
       if (this.db.inTransaction) {
         this.st.rollbackTo.run();

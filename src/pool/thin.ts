@@ -57,6 +57,8 @@ export interface BlockPool {
   freeBlock(pb: PBlock): void;
   /** True when `pb` was handed out in the open transaction (its data is not committed). */
   allocatedInTx(pb: PBlock): boolean;
+  /** Run `undo` if the current operation fails (puts back bytes overwritten in place). */
+  onRollback(undo: () => void): void;
   getDevice(id: DevId): DeviceInfo | undefined;
   releaseDevice(id: DevId): void;
 }
@@ -248,6 +250,15 @@ export class BlockIo {
       this.discard(dev, key, keepBlocks - 1, keepBlocks);
       this.write(dev, key, (keepBlocks - 1) * bs, block);
       return;
+    }
+    // The block is this transaction's own: zero its tail in place, but keep the old bytes
+    // so that a failure later in the operation puts them back (the operation changes nothing).
+    // (A lower block is not written here at all: the write below copies it first.)
+    if (last.own) {
+      const old = Buffer.alloc(bs - tail);
+      this.data.readBlock(last.pblock, tail, old);
+      const pos = this.data.pos(last.pblock, tail);
+      this.pool.onRollback(() => this.data.pwriteRuns([{ pos, buf: old }]));
     }
     this.write(dev, key, sizeBytes, Buffer.alloc(bs - tail));
   }
