@@ -293,12 +293,14 @@ async function self(root: string, command: Command, argv: string[]): Promise<str
   const lines = stderr.split('\n').filter((l) => l !== '');
   if (code === 0) return lines;
   const last = [...lines].reverse().find((l) => l.startsWith('thinfs: ') && !l.startsWith('thinfs: warning: '));
-  throw childError(argv, last?.slice('thinfs: '.length));
+  // A crash prints a stack instead of its one line: name the error it threw.
+  const crash = lines.find((l) => /^\w*Error\b/.test(l));
+  throw childError(argv, last?.slice('thinfs: '.length), crash);
 }
 
 /** The error a child command reported (`CODE: detail, syscall 'path'`), rebuilt as one. */
-function childError(argv: string[], line: string | undefined) {
+function childError(argv: string[], line: string | undefined, crash: string | undefined) {
   const m = line === undefined ? null : /^(E[A-Z0-9]+): (.*), (\w+)(?: '(.*)')?$/.exec(line);
   if (m !== null && m[1]! in constants.errno) return fail(m[1] as ErrnoCode, m[3]!, m[4], m[2]);
-  return fail('EIO', 'run', argv.join(' '), line ?? `\`thinfs ${argv[0]}\` failed without saying why`);
+  return fail('EIO', 'run', argv.join(' '), line ?? `\`thinfs ${argv[0]}\` failed (${crash ?? 'without saying why'})`);
 }
