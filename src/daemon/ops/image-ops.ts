@@ -201,7 +201,7 @@ export function ls(ctx: OpContext, raw: unknown): Promise<DeviceSummary[]> {
 export function inspect(ctx: OpContext, raw: unknown): Promise<InspectResult> {
   const name = reqString('inspect', argsObject('inspect', raw), 'name');
   return withPool(ctx, 'read', (pool) => {
-    const d = pool.findDevice(name);
+    const d = resolveImageName(pool, name);
     if (d === undefined) throw noSuchDevice('inspect', name);
     const topo = topology(pool);
     const all = summaries(pool, topo);
@@ -228,7 +228,7 @@ export function rm(ctx: OpContext, raw: unknown): Promise<RmResult> {
   const name = reqString('rm', a, 'name');
   const force = optBool('rm', a, 'force');
   return withPool(ctx, 'write', (pool) => {
-    const d = pool.findDevice(name);
+    const d = resolveImageName(pool, name);
     if (d === undefined) throw noSuchDevice('rm', name);
     const topo = topology(pool);
     const children = topo.children.get(d.id) ?? [];
@@ -249,11 +249,11 @@ export function rm(ctx: OpContext, raw: unknown): Promise<RmResult> {
     const layers = collectLayers(pool, below, new Set([d.id, ...removed.map((r) => pool.findDevice(r.name)?.id).filter((x): x is DevId => x !== undefined)]));
     const waitingFor: string[] = [];
     if (result === 'deferred') {
-      if (mounted.has(name)) waitingFor.push('its mount (thinfs umount)');
+      if (mounted.has(d.name)) waitingFor.push('its mount (thinfs umount)');
       for (const c of left) waitingFor.push(`${c.kind} ${c.name}`);
       if (waitingFor.length === 0) waitingFor.push('an open handle');
     }
-    return { name, kind: d.kind, result, waitingFor, containers: removed, layers };
+    return { name: d.name, kind: d.kind, result, waitingFor, containers: removed, layers };
   });
 }
 
@@ -265,7 +265,7 @@ export function exportOp(ctx: OpContext, raw: unknown): Promise<ExportResult> {
   const diff = optBool('export', a, 'diff');
   if (!path.isAbsolute(file)) throw fail('EINVAL', 'export', file, 'the output file must be an absolute path');
   return withPool(ctx, 'read', async (pool) => {
-    const d = pool.findDevice(name);
+    const d = resolveImageName(pool, name);
     if (d === undefined) throw noSuchDevice('export', name);
     if (d.state === 'deferred') throw fail('ENOENT', 'export', name, `'${name}' is being deleted`);
     const view = Filesystem.open(pool, d.id, { readOnly: true });
