@@ -22,26 +22,28 @@ export function inRoot(rootfs: string, p: string): string {
   const todo = p.split('/').filter((c) => c !== '' && c !== '.');
   const done: string[] = [];
   let links = 0;
+  let absent = false; // below a name that does not exist, nothing exists (or is a symlink)
   while (todo.length > 0) {
     const c = todo.shift()!;
     if (c === '..') {
       done.pop();
+      absent = false; // back where names may exist (and be symlinks)
       continue;
     }
-    const host = path.join(rootfs, ...done, c);
-    let st: fs.Stats;
-    try {
-      st = fs.lstatSync(host);
-    } catch {
-      done.push(c, ...todo);
-      break;
+    let st: fs.Stats | undefined;
+    if (!absent) {
+      try {
+        st = fs.lstatSync(path.join(rootfs, ...done, c));
+      } catch {
+        absent = true;
+      }
     }
-    if (!st.isSymbolicLink()) {
+    if (st === undefined || !st.isSymbolicLink()) {
       done.push(c);
       continue;
     }
     if (++links > MAX_LINKS) throw fail('ELOOP', 'run', p, `too many levels of symbolic links in ${p} of the container`);
-    const target = fs.readlinkSync(host);
+    const target = fs.readlinkSync(path.join(rootfs, ...done, c));
     if (target.startsWith('/')) done.length = 0;
     todo.unshift(...target.split('/').filter((t) => t !== '' && t !== '.'));
   }
@@ -68,13 +70,11 @@ export function missingMountpoints(rootfs: string, points: readonly Mountpoint[]
  */
 export function createMountpoints(rootfs: string, points: readonly Mountpoint[]): void {
   for (const m of points) {
-    const parts = m.path.split('/').filter((c) => c !== '');
-    for (let i = 1; i < parts.length; i++) {
-      const dir = inRoot(rootfs, `/${parts.slice(0, i).join('/')}`);
-      if (!fs.existsSync(dir)) fs.mkdirSync(dir, { mode: 0o755 });
-    }
     const host = inRoot(rootfs, m.path);
     if (fs.existsSync(host)) continue;
+    // inRoot resolved every symlink up to the first name that does not exist: what is
+    // created from there on are plain new directories, all inside the rootfs.
+    fs.mkdirSync(path.dirname(host), { recursive: true, mode: 0o755 });
     if (m.kind === 'dir') fs.mkdirSync(host, { mode: 0o755 });
     else fs.closeSync(fs.openSync(host, 'wx', 0o644));
   }
@@ -82,8 +82,9 @@ export function createMountpoints(rootfs: string, points: readonly Mountpoint[])
 
 /** The contents of file `p` of the container, or undefined when it does not exist. */
 export function readInRoot(rootfs: string, p: string): string | undefined {
+  const host = inRoot(rootfs, p);
   try {
-    return fs.readFileSync(inRoot(rootfs, p), 'utf8');
+    return fs.readFileSync(host, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw fail('EIO', 'run', p, `cannot read ${p} of the container (${(err as Error).message})`);
