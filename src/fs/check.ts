@@ -15,6 +15,8 @@
  * or rows is a repairable leak):
  *  - the root directory exists and is a directory                          fatal
  *  - every entry points at an inode the view has (else ls gives EIO)        fatal
+ *    (when the inode is lost but its directory entries or its blocks are left, the
+ *    repair makes it again: nothing that can still be read is thrown away)
  *  - an entry's file type is its inode's                                    fatal
  *  - a directory has one name (two names, or a loop: rename and rmdir break) fatal
  *  - a file's nlink is not below its number of names (an unlink would free
@@ -23,7 +25,7 @@
  *  - unlinked inodes (nlink 0) that no open handle holds: freed              leak
  *  - inodes with links that no path reaches: linked into /lost+found/#INO    leak
  *  - entries in directories the view does not show                         leak
- *  - file keys whose blocks no inode uses (their blocks are freed)         leak
+ *  - file keys whose blocks no inode uses: made files in /lost+found        leak
  *  - namespace rows of layers that no longer exist                          leak
  *  - fs_super.next_ino above every inode and key number in use (else the next
  *    new file would share a number with an old one)                         fatal
@@ -40,8 +42,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { logger } from '../log.js';
 import type { DevId, LayerId, SchemaEntry } from '../pool/index.js';
-import { dropKeyRows, keysByLayer, layerParents, Pool } from '../pool/index.js';
-import { S_IFDIR, S_IFMT, isDir, nowNs } from './mode.js';
+import { dropKeyRows, keyExtentBlocks, keysByLayer, layerParents, Pool } from '../pool/index.js';
+import { S_IFDIR, S_IFMT, S_IFREG, isDir, nowNs } from './mode.js';
 import { deviceSlot, fsSuper } from './schema.js';
 
 const log = logger('fs');
@@ -255,6 +257,11 @@ interface Plan {
   /** The root's link count once repaired (2 + its subdirectories). */
   rootNlink: number;
   dangling: DirentRow[];
+  /**
+   * Entries whose inode is lost but whose contents are still there (a directory's entries,
+   * a file's blocks): the repair makes the inode again. `nlink` once made.
+   */
+  revive: { row: DirentRow; dir: boolean; nlink: number }[];
   wrongType: { row: DirentRow; type: number }[];
   extraDirNames: DirentRow[];
   /** Link counts to set; `reported` is false where only the repair itself changes the count (a new /lost+found). */
@@ -265,7 +272,8 @@ interface Plan {
   lostFound: number | undefined;
   stale: DirentRow[];
   emptyWhiteouts: DirentRow[];
-  leakedKeys: number[];
+  /** File keys of the top layer whose blocks no inode uses: made files again, in /lost+found. */
+  lostKeys: number[];
   /** Paths of reached directories, for messages. */
   path: (dir: number) => string;
   inodes: number;
@@ -299,7 +307,7 @@ export function checkNamespace(pool: Pool, opts: NamespaceCheckOptions = {}): Na
     for (const layer of order) {
       if (ns.rows(layer).empty) continue;
       const view = new View(ns, layer);
-      const plan = analyze(view, ns, keys.get(layer), labels.get(layer) ?? `layer ${layer}`);
+      const plan = analyze(view, ns, keys, labels.get(layer) ?? `layer ${layer}`);
       report.views++;
       report.inodes += plan.inodes;
       report.entries += ns.rows(layer).entries;
@@ -368,7 +376,8 @@ function checkGlobal(pool: Pool, tables: Set<string>, report: NamespaceReport, w
 
 // ---------------------------------------------------------------- one view
 
-function analyze(view: View, ns: Namespace, topKeys: Set<number> | undefined, label: string): Plan {
+function analyze(view: View, ns: Namespace, keys: Map<LayerId, Set<number>>, label: string): Plan {
+  const keyInView = (k: number) => view.chain.some((l) => keys.get(l)?.has(k) === true);
   const top = view.topRows;
   const reachedDir = new Set<number>([ROOT]);
   const reached = new Set<number>([ROOT]);
@@ -382,6 +391,7 @@ function analyze(view: View, ns: Namespace, topKeys: Set<number> | undefined, la
     rootNotDir: false,
     rootNlink: 2,
     dangling: [],
+    revive: [],
     wrongType: [],
     extraDirNames: [],
     nlink: [],
@@ -390,7 +400,7 @@ function analyze(view: View, ns: Namespace, topKeys: Set<number> | undefined, la
     lostFound: undefined,
     stale: [],
     emptyWhiteouts: [],
-    leakedKeys: [],
+    lostKeys: [],
     path: (dir) => pathOf(dir, firstName),
     inodes: top.inodes.size,
   };
@@ -408,7 +418,21 @@ function analyze(view: View, ns: Namespace, topKeys: Set<number> | undefined, la
         if (row.child === null) continue;
         const child = view.inode(row.child);
         if (child === undefined) {
-          plan.dangling.push(row);
+          if (row.type === S_IFDIR && !reachedDir.has(row.child) && view.list(row.child).size > 0) {
+            // A directory whose inode is lost but whose entries are there: made again.
+            plan.revive.push({ row, dir: true, nlink: 0 });
+            reachedDir.add(row.child);
+            firstName.set(row.child, { parent: d, name: row.name });
+            subdirs.set(d, (subdirs.get(d) ?? 0) + 1);
+            reached.add(row.child);
+            queue.push(row.child);
+          } else if (row.type === S_IFREG && keyInView(row.child)) {
+            // A file whose inode is lost but whose blocks are still mapped under its number.
+            plan.revive.push({ row, dir: false, nlink: 0 });
+            names.set(row.child, (names.get(row.child) ?? 0) + 1);
+          } else {
+            plan.dangling.push(row);
+          }
           continue;
         }
         const type = child.row.mode & S_IFMT;
@@ -462,11 +486,14 @@ function analyze(view: View, ns: Namespace, topKeys: Set<number> | undefined, la
     reached.add(r.ino);
     names.set(r.ino, 1);
   }
-  if (plan.unreachable.length > 0 && plan.lostFound === undefined) {
+  const revivedKeys = new Set(plan.revive.filter((r) => !r.dir).map((r) => r.row.child!));
+  for (const k of keys.get(view.top) ?? []) if (!ns.dataKeys.has(k) && !revivedKeys.has(k)) plan.lostKeys.push(k);
+  if (plan.unreachable.length + plan.lostKeys.length > 0 && plan.lostFound === undefined) {
     subdirs.set(ROOT, (subdirs.get(ROOT) ?? 0) + 1);
     planned.set(ROOT, (planned.get(ROOT) ?? 0) + 1);
   }
   plan.rootNlink = 2 + (subdirs.get(ROOT) ?? 0);
+  for (const r of plan.revive) r.nlink = r.dir ? 2 + (subdirs.get(r.row.child!) ?? 0) : names.get(r.row.child!) ?? 1;
 
   // Link counts of every inode the view reaches (a row from below is copied up to fix it).
   for (const ino of reached) {
@@ -492,7 +519,6 @@ function analyze(view: View, ns: Namespace, topKeys: Set<number> | undefined, la
       if (below === undefined || below.child === null) plan.emptyWhiteouts.push(row);
     }
   }
-  for (const k of topKeys ?? []) if (!ns.dataKeys.has(k)) plan.leakedKeys.push(k);
   return plan;
 }
 
@@ -517,7 +543,7 @@ function needsRepair(p: Plan): boolean {
     p.rootMissing ||
     p.rootNotDir ||
     p.dangling.length + p.wrongType.length + p.extraDirNames.length + p.nlink.length + p.orphans.length + p.unreachable.length > 0 ||
-    p.stale.length + p.emptyWhiteouts.length + p.leakedKeys.length > 0
+    p.stale.length + p.emptyWhiteouts.length + p.lostKeys.length + p.revive.length > 0
   );
 }
 
@@ -545,6 +571,14 @@ function describe(p: Plan, report: NamespaceReport, reported: Set<string>, busy:
       'fatal',
       `${count(dangling.length, 'entry points', 'entries point')} at inodes that do not exist (ls shows EIO): ${examples(dangling.map((r) => `${entryPath(p, r)} -> inode ${r.child}`))}`,
       'run `thinfs check --repair` to remove these entries (the files they named are lost; restore them from a backup)',
+    );
+  }
+  const revive = fresh(p.revive, (r) => rowKey('dangling')(r.row));
+  if (revive.length > 0) {
+    add(
+      'fatal',
+      `${count(revive.length, 'entry points', 'entries point')} at inodes that are lost, though their ${revive.every((r) => r.dir) ? 'entries' : revive.every((r) => !r.dir) ? 'blocks' : 'entries or blocks'} are still there (ls shows EIO): ${examples(revive.map((r) => `${entryPath(p, r.row)} -> inode ${r.row.child}`))}`,
+      'run `thinfs check --repair` to make these inodes again from what is left (owner root, mode 0755 for directories and 0644 for files, a file\'s size rounded up to whole blocks)',
     );
   }
   const wrongType = fresh(p.wrongType, (w) => rowKey('type')(w.row));
@@ -595,7 +629,9 @@ function describe(p: Plan, report: NamespaceReport, reported: Set<string>, busy:
     );
   }
   if (p.stale.length > 0) add('leak', `${count(p.stale.length, 'entry lies', 'entries lie')} in directories this view does not show`, 'run `thinfs check --repair` to delete them');
-  if (p.leakedKeys.length > 0) add('leak', `${count(p.leakedKeys.length, 'file key holds', 'file keys hold')} blocks that no inode uses`, 'run `thinfs check --repair` to free those blocks');
+  if (p.lostKeys.length > 0) {
+    add('leak', `${count(p.lostKeys.length, 'file key holds', 'file keys hold')} blocks that no inode uses: ${examples(p.lostKeys.map((k) => `key ${k}`))}`, `run \`thinfs check --repair\` to make them files again in /${LOST_FOUND}`);
+  }
   if (p.emptyWhiteouts.length > 0) add('info', `${count(p.emptyWhiteouts.length, 'whiteout hides', 'whiteouts hide')} nothing (harmless)`, 'nothing needed; `thinfs check --repair` drops them');
 }
 
@@ -621,6 +657,10 @@ function apply(pool: Pool, ns: Namespace, p: Plan): string[] {
     insertDir: db.prepare(
       `INSERT INTO fs_inodes (ino, layer, mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, target, data_key)
        VALUES (?, ?, ?, 0, 0, 0, ?, 0, ?, ?, ?, NULL, ?)`,
+    ),
+    insertFile: db.prepare(
+      `INSERT INTO fs_inodes (ino, layer, mode, uid, gid, size, nlink, rdev, atime, mtime, ctime, target, data_key)
+       VALUES (?, ?, ?, 0, 0, ?, ?, 0, ?, ?, ?, NULL, ?)`,
     ),
     setMode: db.prepare('UPDATE fs_inodes SET mode = ? WHERE ino = ? AND layer = ?'),
     setNlink: db.prepare('UPDATE fs_inodes SET nlink = ? WHERE ino = ? AND layer = ?'),
@@ -653,6 +693,16 @@ function apply(pool: Pool, ns: Namespace, p: Plan): string[] {
   if (p.wrongType.length > 0) done.push(`set the file type of ${count(p.wrongType.length, 'entry', 'entries')} from their inodes`);
   for (const row of p.extraDirNames) hide(row);
   if (p.extraDirNames.length > 0) done.push(`removed ${count(p.extraDirNames.length, 'second directory name', 'second directory names')}`);
+  const fileBytes = (key: number) => keyExtentBlocks(pool, key, p.view.chain) * pool.blockSizeBytes;
+  const revived = new Set<number>();
+  for (const r of p.revive) {
+    const ino = r.row.child!;
+    if (revived.has(ino)) continue;
+    revived.add(ino);
+    if (r.dir) st.insertDir.run(ino, top, S_IFDIR | 0o755, r.nlink, now, now, now, ino);
+    else st.insertFile.run(ino, top, S_IFREG | 0o644, fileBytes(ino), r.nlink, now, now, now, ino);
+  }
+  if (revived.size > 0) done.push(`made ${count(revived.size, 'lost inode', 'lost inodes')} again from the entries or blocks left of them`);
 
   for (const o of p.orphans) {
     if (isDir(o.mode)) st.deleteDir.run(o.ino, top);
@@ -662,7 +712,7 @@ function apply(pool: Pool, ns: Namespace, p: Plan): string[] {
   }
   if (p.orphans.length > 0) done.push(`freed ${count(p.orphans.length, 'unlinked inode', 'unlinked inodes')}`);
 
-  if (p.unreachable.length > 0) {
+  if (p.unreachable.length + p.lostKeys.length > 0) {
     let lf = p.lostFound;
     const dirs = p.unreachable.filter((u) => isDir(u.mode)).length;
     if (lf === undefined) {
@@ -674,7 +724,14 @@ function apply(pool: Pool, ns: Namespace, p: Plan): string[] {
       done.push(`made /${name}`);
     }
     for (const u of p.unreachable) st.upsertEntry.run(lf, ns.name(`#${u.ino}`), top, u.ino, u.mode & S_IFMT);
-    done.push(`linked ${count(p.unreachable.length, 'unreachable inode', 'unreachable inodes')} into /${LOST_FOUND}`);
+    if (p.unreachable.length > 0) done.push(`linked ${count(p.unreachable.length, 'unreachable inode', 'unreachable inodes')} into /${LOST_FOUND}`);
+    // Blocks with no inode left: a file again (a new inode on the old key), named by its inode.
+    for (const key of p.lostKeys) {
+      const ino = Number(st.allocIno.get());
+      st.insertFile.run(ino, top, S_IFREG | 0o644, fileBytes(key), 1, now, now, now, key);
+      st.upsertEntry.run(lf, ns.name(`#${ino}`), top, ino, S_IFREG);
+    }
+    if (p.lostKeys.length > 0) done.push(`made ${count(p.lostKeys.length, 'file', 'files')} in /${LOST_FOUND} of blocks no inode used`);
   }
   for (const n of p.nlink) {
     if (n.layer === top) st.setNlink.run(n.want, n.ino, top);
@@ -684,8 +741,6 @@ function apply(pool: Pool, ns: Namespace, p: Plan): string[] {
   for (const row of [...p.stale, ...p.emptyWhiteouts]) st.deleteEntry.run(row.parent, row.name, top);
   if (p.stale.length > 0) done.push(`deleted ${count(p.stale.length, 'entry', 'entries')} of directories the view does not show`);
   if (p.emptyWhiteouts.length > 0) done.push(`dropped ${count(p.emptyWhiteouts.length, 'whiteout', 'whiteouts')} that hid nothing`);
-  for (const k of p.leakedKeys) dropKeyRows(pool, top, k);
-  if (p.leakedKeys.length > 0) done.push(`dropped the blocks of ${count(p.leakedKeys.length, 'file key', 'file keys')} no inode uses`);
   log.info({ layer: top, repairs: done }, 'namespace repaired');
   return done;
 }

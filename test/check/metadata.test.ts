@@ -95,6 +95,32 @@ describe('one 4 KiB page of random bytes', () => {
     expect(atPath).toBeLessThan(Object.keys(tree).length);
   });
 
+  it('in the inode table: inodes are made again from their entries and blocks; every file is back at its path', async () => {
+    const tree = sampleTree(['a', 'b', 'c', 'd'], 100);
+    makeImage(root, tree);
+    const leaf = pagesOf(root, 'fs_inodes')[0]!;
+    damagePage(root, leaf.pageno, noise(4096, 9));
+    expect((await cli('check')).code).toBe(1);
+    await expectRefused();
+
+    const r = json<Result>(await cli('check', '--repair', '--json'));
+    expect(r.clean).toBe(true);
+    expect(r.actions.join('\n')).toMatch(/made \d+ lost inodes again from the entries or blocks left of them/);
+    const shown = readBack(root, 'img');
+    let remade = 0;
+    for (const [p, content] of Object.entries(tree)) {
+      const now = shown.get(p)!;
+      if (now === content) continue;
+      // Made again from its blocks: the bytes are there, the size rounded up to whole 64 KiB blocks.
+      remade++;
+      expect(now.length % 65536, p).toBe(0);
+      expect(now.slice(0, content.length), p).toBe(content);
+      expect(/^\0*$/.test(now.slice(content.length)), p).toBe(true);
+    }
+    expect(remade).toBeGreaterThan(0);
+    expect((await cli('create', 'c2', 'img')).code).toBe(0);
+  });
+
   it('in an index: --repair rebuilds the database and every row stays', async () => {
     const tree = sampleTree();
     makeImage(root, tree);

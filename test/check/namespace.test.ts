@@ -138,6 +138,50 @@ describe('a dangling directory entry', () => {
   });
 });
 
+describe('inodes lost, their contents left', () => {
+  const BS = 65536;
+  const rounded = (c: string) => c + '\0'.repeat(Math.ceil(c.length / BS) * BS - c.length);
+
+  it('an entry whose file inode is lost but whose blocks are there: fatal; --repair makes the file again at its path', async () => {
+    makeImage(root, TREE);
+    const three = inoOf('img', '/b/three');
+    withSql(root, (db) => db.prepare('DELETE FROM fs_inodes WHERE ino = ?').run(three));
+    const r = await run();
+    expect(messages(r, 'fatal')).toEqual([`base img: 1 entry points at inodes that are lost, though their blocks are still there (ls shows EIO): /b/three -> inode ${three}`]);
+    const repaired = await run(true);
+    expect(repaired.clean).toBe(true);
+    expect(repaired.actions).toContain('base img: made 1 lost inode again from the entries or blocks left of them');
+    expect(readBack(root, 'img').get('/b/three')).toBe(rounded(TREE['/b/three']!));
+  });
+
+  it('a directory whose inode is lost but whose entries are there: made again with its subtree', async () => {
+    makeImage(root, TREE);
+    const a = inoOf('img', '/a');
+    withSql(root, (db) => db.prepare('DELETE FROM fs_inodes WHERE ino = ?').run(a));
+    expect(messages(await run(), 'fatal')).toHaveLength(1);
+    expect((await run(true)).clean).toBe(true);
+    const shown = readBack(root, 'img');
+    expect(shown.get('/a/one')).toBe('one');
+    expect(shown.get('/a/sub/two')).toBe('two');
+    expect(nlinkOf('img', '/a')).toBe(3);
+  });
+
+  it('blocks that no inode uses any more (inode and name lost): a leak; --repair makes them a file in /lost+found', async () => {
+    makeImage(root, TREE);
+    const three = inoOf('img', '/b/three');
+    withSql(root, (db) => {
+      db.prepare('DELETE FROM fs_inodes WHERE ino = ?').run(three);
+      db.prepare('DELETE FROM fs_dirents WHERE child = ?').run(three);
+    });
+    const r = await run();
+    expect(messages(r, 'leak')).toEqual([expect.stringMatching(/^base img: 1 file key holds blocks that no inode uses: key \d+$/)]);
+    const repaired = await run(true);
+    expect(repaired.clean).toBe(true);
+    const found = [...readBack(root, 'img')].filter(([p]) => p.startsWith('/lost+found/#'));
+    expect(found.map(([, c]) => c)).toEqual([rounded(TREE['/b/three']!)]);
+  });
+});
+
 describe('link counts', () => {
   it('a file counting fewer links than names is fatal, one counting more is a leak; --repair recounts both', async () => {
     makeImage(root, TREE);
