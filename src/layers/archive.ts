@@ -35,6 +35,9 @@ export interface FileStore {
 }
 
 const BLOCK = 512;
+/** Names an image archive holds: the layout's files and blobs, docker's manifest, configs, layers and legacy files. */
+const IMAGE_ARCHIVE_NAME =
+  /^(?:oci-layout|index\.json|manifest\.json|repositories|blobs|blobs\/[a-z0-9]+(?:\/[0-9a-f]+)?|[0-9a-f]{64}(?:\.tar|\.json)?|[0-9a-f]{64}\/(?:layer\.tar|json|VERSION))$/;
 const MAX_META_BYTES = 1024 * 1024;
 /** Documents read whole are small; anything bigger is not one (a blob given as a manifest). */
 const MAX_DOCUMENT_BYTES = 16 * 1024 * 1024;
@@ -112,6 +115,8 @@ interface TarEntry {
 /** A tar archive read in place (see the top of this file). */
 export class TarStore implements FileStore {
   private readonly entries = new Map<string, TarEntry>();
+  /** True when index() stopped early at a name `stopAt` asked to stop at. */
+  private stopped = false;
 
   private constructor(readonly where: string) {}
 
@@ -120,6 +125,23 @@ export class TarStore implements FileStore {
     const store = new TarStore(file);
     store.index();
     return store;
+  }
+
+  /**
+   * True when uncompressed tar `file` is an image archive (oci-archive, docker-archive)
+   * rather than a layer or rootfs: every name is one such archives hold, and it has
+   * oci-layout or manifest.json. Stops at the first other name, so a rootfs tar costs a
+   * header or two. False for anything it can't read.
+   */
+  static isImageArchive(file: string): boolean {
+    const store = new TarStore(file);
+    try {
+      store.index((name) => !IMAGE_ARCHIVE_NAME.test(name));
+    } catch {
+      return false;
+    }
+    if (store.stopped) return false;
+    return store.entries.has('oci-layout') || store.entries.has('manifest.json');
   }
 
   has(name: string): boolean {
@@ -178,7 +200,7 @@ export class TarStore implements FileStore {
     return undefined;
   }
 
-  private index(): void {
+  private index(stopAt?: (name: string) => boolean): void {
     let fd: number;
     try {
       fd = fs.openSync(this.where, 'r');
@@ -242,6 +264,10 @@ export class TarStore implements FileStore {
                 : type === 'Link'
                   ? 'hardlink'
                   : 'other';
+        if (name !== undefined && stopAt?.(name) === true) {
+          this.stopped = true;
+          return;
+        }
         if (name !== undefined) this.entries.set(name, { type: kind, offset: bodyAt, size: kind === 'file' ? size : 0, linkpath });
         if (kind === 'file' && bodyAt + size > fileSize) throw fail('EINVAL', 'load', this.where, `the archive is truncated inside ${rawName}`);
         local = undefined;

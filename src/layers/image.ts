@@ -2,7 +2,8 @@
  * A new image from a layer source: the device's life around one import.
  *
  *   1. check everything that can be checked first (name free, parent an image, source
- *      readable and of a known kind) — bad input changes nothing;
+ *      readable and of a known kind, not a whole image archive, which `load` takes) —
+ *      bad input changes nothing;
  *   2. a writable device: a snapshot of the parent image, or an empty thin device;
  *   3. import the layer into its Filesystem;
  *   4. make it read-only (an image) and commit.
@@ -24,6 +25,7 @@ import { Filesystem } from '../fs/index.js';
 import { logger } from '../log.js';
 import type { DevId, DeviceInfo, Pool } from '../pool/index.js';
 import type { ImportOptions, ImportStats } from './common.js';
+import { TarStore } from './archive.js';
 import { importDirectory } from './directory.js';
 import { resolveImageName } from './image-store.js';
 import { importTar } from './tar.js';
@@ -59,6 +61,9 @@ export async function importImage(pool: Pool, opts: ImportImageOptions): Promise
   const st = statSource(source);
   const sourceKind = st.isDirectory() ? 'directory' : st.isFile() ? 'tar' : undefined;
   if (sourceKind === undefined) throw fail('EINVAL', 'import', source, 'the source must be a directory or a tar file (plain or gzip)');
+  if (sourceKind === 'tar' ? TarStore.isImageArchive(source) : fs.existsSync(path.join(source, 'oci-layout'))) {
+    throw fail('EINVAL', 'import', source, 'this is a whole image (an OCI layout or a docker archive), not a layer: load it with `thinfs load`');
+  }
 
   const id =
     parent === undefined

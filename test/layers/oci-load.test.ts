@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Filesystem } from '../../src/fs/index.js';
-import { imageOf, loadImage, type LoadResult } from '../../src/layers/index.js';
+import { imageOf, importImage, loadImage, type LoadResult } from '../../src/layers/index.js';
 import { GiB, Pool } from '../../src/pool/index.js';
 import { buildTestImage, hostTree, missingForImages, run, viewTree, type Node, type TestImage } from '../helpers/oci-images.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -131,6 +131,35 @@ describe.skipIf(missing !== undefined)('load: OCI layout, oci-archive, docker-ar
     it('the pool checks clean', () => {
       expect(pool.check()).toMatchObject({ clean: true });
     });
+  });
+
+  it('two loads of one image at once load each layer once; a leftover layer device of an interrupted load is replaced', async () => {
+    const pool = newPool('pool-race');
+    // An interrupted load left the bottom layer's device behind: writable, recorded nowhere.
+    const config = JSON.parse(run('skopeo', ['inspect', '--config', img.layout])) as { rootfs: { diff_ids: string[] } };
+    const stale = `layer-${config.rootfs.diff_ids[0]!.slice(7, 23)}`;
+    pool.createThin(stale, { kind: 'image' });
+    const [a, b] = await Promise.all([load(pool, img.layout), load(pool, `oci-archive:${img.ociArchive}`)]);
+    expect(a.newLayers + b.newLayers).toBe(3);
+    expect(a.newLayers + a.sharedLayers).toBe(3);
+    expect(b.newLayers + b.sharedLayers).toBe(3);
+    expect(pool.findDevice(stale)).toMatchObject({ readOnly: true });
+    expect(pool.listDevices().map((d) => d.name).sort()).toEqual(['image.oci:t', 'layout:t', ...pool.listDevices().filter((d) => d.name.startsWith('layer-')).map((d) => d.name)].sort());
+    expect(pool.listDevices().filter((d) => d.name.startsWith('layer-'))).toHaveLength(3);
+    expect(treeOfDevice(pool, 'image.oci:t')).toEqual(want);
+    expect(pool.check()).toMatchObject({ clean: true });
+  });
+
+  it('import refuses a whole image: it is for layers (load takes images)', async () => {
+    const pool = newPool('pool-import');
+    for (const source of [img.dockerArchive, img.ociArchive, path.join(t.dir, 'layout')]) {
+      await expect(importImage(pool, { name: 'x', source })).rejects.toThrow(/^EINVAL: this is a whole image \(an OCI layout or a docker archive\), not a layer: load it with `thinfs load`/);
+    }
+    expect(pool.listDevices()).toEqual([]);
+    const tar = path.join(t.dir, 'rootfs-for-import.tar');
+    run('tar', ['-C', img.unpacked, '-cf', tar, '.']);
+    await importImage(pool, { name: 'rootfs', source: tar }); // a rootfs tar still imports
+    expect(treeOfDevice(pool, 'rootfs')['/opq/new']).toMatchObject({ type: 'file' });
   });
 
   it('zstd layers and a gzip-compressed docker archive', async () => {
