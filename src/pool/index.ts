@@ -64,4 +64,4 @@ export {
 export type { ForeignKeyViolations, SqliteCheck } from './integrity.js';
 export { looksLikeThinfsMetadata, rebuildMetadata } from './rebuild.js';
 export type { RebuildReport, RebuiltTable, SchemaEntry } from './rebuild.js';
-export { dropKeyRows, keyExtentBlocks, keysByLayer, layerParents } from './repair-rows.js';
+export { dropKeyRows, keyExtentBlocks, keysByLayer, layerParents, saveLeakedBlocks } from './repair-rows.js';

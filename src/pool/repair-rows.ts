@@ -1,8 +1,11 @@
 /**
- * What the namespace repair (fs/check.ts) may read and change of the pool's own tables:
- * the layer tree (views of layers no device has on top) and the file keys of each layer
- * (to free the blocks of files that are gone).
+ * What the repairs above the space map may read and change of the pool's own tables: the
+ * layer tree (views of layers no device has on top) and the file keys of each layer (for
+ * the namespace repair, fs/check.ts), and a copy of leaked blocks' bytes before the
+ * space-map repair punches them (check --repair after a rebuild).
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Pool } from './pool.js';
 import type { LayerId } from './types.js';
 
@@ -44,4 +47,42 @@ export function keyExtentBlocks(pool: Pool, key: number, layers: LayerId[]): num
     .pluck()
     .get(key, ...layers) as number | null;
   return last === null ? 0 : last + 1;
+}
+
+/**
+ * Copy the bytes of the blocks that are neither mapped nor free (a leak, which the
+ * space-map repair punches out of the data file) to `file`, block after block, with
+ * `file`.index listing their pool block numbers; blocks that read as zeros are left out.
+ * After a rebuild that lost mapping rows these hold file data nobody can name any more:
+ * this is their backup. Returns how many blocks were kept (no files when none).
+ */
+export function saveLeakedBlocks(pool: Pool, file: string): number {
+  const db = pool.metadataDb();
+  const hwm = db.prepare('SELECT hwm FROM superblock WHERE id = 1').pluck().get() as number;
+  const used = new Uint8Array(hwm);
+  for (const pb of db.prepare('SELECT pblock FROM mappings WHERE pblock IS NOT NULL').pluck().iterate() as Iterable<number>) if (pb >= 0 && pb < hwm) used[pb] = 1;
+  for (const pb of db.prepare('SELECT pblock FROM free_blocks').pluck().iterate() as Iterable<number>) if (pb >= 0 && pb < hwm) used[pb] = 1;
+  const bs = pool.blockSizeBytes;
+  const buf = Buffer.alloc(bs);
+  const src = fs.openSync(pool.dataFile, 'r');
+  let out = -1;
+  const index: number[] = [];
+  try {
+    for (let pb = 0; pb < hwm; pb++) {
+      if (used[pb] === 1) continue;
+      const n = fs.readSync(src, buf, 0, bs, pb * bs);
+      if (n === 0 || buf.subarray(0, n).every((b) => b === 0)) continue;
+      if (out < 0) out = fs.openSync(file, 'wx', 0o600);
+      fs.writeSync(out, buf, 0, bs, index.length * bs);
+      index.push(pb);
+    }
+    if (out >= 0) {
+      fs.fsyncSync(out);
+      fs.writeFileSync(`${file}.index`, `# pool block of each ${bs}-byte block of ${path.basename(file)}, in order\n${index.join('\n')}\n`, { mode: 0o600 });
+    }
+  } finally {
+    fs.closeSync(src);
+    if (out >= 0) fs.closeSync(out);
+  }
+  return index.length;
 }

@@ -121,6 +121,41 @@ describe('one 4 KiB page of random bytes', () => {
     expect((await cli('create', 'c2', 'img')).code).toBe(0);
   });
 
+  it('in the block mappings: the blocks that lost their mappings are copied out before they are freed', async () => {
+    const tree: Tree = {};
+    for (let i = 0; i < 120; i++) tree[`/d/f${i}`] = `<file ${i}>`.padEnd(65536 + 100, String.fromCharCode(97 + (i % 26)));
+    makeImage(root, tree);
+    const leaf = pagesOf(root, 'mappings')[0]!;
+    damagePage(root, leaf.pageno, noise(4096, 13));
+    expect((await cli('check')).code).toBe(1);
+
+    const r = json<Result>(await cli('check', '--repair', '--json'));
+    expect(r.clean).toBe(true);
+    const kept = r.actions.find((a) => a.startsWith('kept a copy of '));
+    expect(kept).toMatch(/^kept a copy of \d+ block\(s\) that no mapping names any more in \S+-blocks /);
+    const copy = fs.readFileSync(`${r.backup}-blocks`);
+    const index = fs.readFileSync(`${r.backup}-blocks.index`, 'utf8').split('\n').filter((l) => /^\d+$/.test(l));
+    expect(copy.length).toBe(index.length * 65536);
+    // Every file reads back whole, or its lost blocks read as zeros and their bytes are in the copy.
+    const shown = readBack(root, 'img');
+    const copied = new Set<string>();
+    for (let i = 0; i < index.length; i++) copied.add(copy.subarray(i * 65536, (i + 1) * 65536).toString().replace(/\0+$/, ''));
+    let damaged = 0;
+    for (const [p, content] of Object.entries(tree)) {
+      const now = shown.get(p)!;
+      expect(now.length, p).toBe(content.length);
+      if (now === content) continue;
+      damaged++;
+      for (const [from, to] of [[0, 65536], [65536, content.length]] as const) {
+        if (now.slice(from, to) === content.slice(from, to)) continue;
+        expect(/^\0*$/.test(now.slice(from, to)), p).toBe(true);
+        expect(copied.has(content.slice(from, to)), `${p} [${from}, ${to})`).toBe(true);
+      }
+    }
+    expect(damaged).toBeGreaterThan(0);
+    expect((await cli('create', 'c2', 'img')).code).toBe(0);
+  });
+
   it('in an index: --repair rebuilds the database and every row stays', async () => {
     const tree = sampleTree();
     makeImage(root, tree);

@@ -39,6 +39,7 @@ import {
   reindex,
   reindexFile,
   sameBytes,
+  saveLeakedBlocks,
   writeNeedsCheckMarker,
   type CheckReport,
   type DevId,
@@ -132,6 +133,7 @@ function repairClosed(root: string): CheckResult {
   const actions: string[] = [];
   let backup: string | null = null;
   let first: Inspection;
+  let rebuilt = false;
   const release = lockPool(root, { waitMs: POOL_WAIT_MS, onWait: tellWaiting });
   try {
     const created = companionsToClean(root);
@@ -146,7 +148,10 @@ function repairClosed(root: string): CheckResult {
       backup = backupMetadata(file);
       try {
         if (reindexFile(file).ok) actions.push('rebuilt the indexes of pool/metadata.db (REINDEX)');
-        else actions.push(`rebuilt pool/metadata.db from the rows that could still be read: ${rebuildMetadata(file, currentSchema()).summary}`);
+        else {
+          actions.push(`rebuilt pool/metadata.db from the rows that could still be read: ${rebuildMetadata(file, currentSchema()).summary}`);
+          rebuilt = true;
+        }
       } catch (err) {
         if (sameBytes(file, backup)) {
           fs.rmSync(backup, { force: true });
@@ -168,7 +173,7 @@ function repairClosed(root: string): CheckResult {
       pool.commit();
       backup = backupMetadata(file, pool.metadataDb());
     }
-    actions.push(...repairOpen(pool, []));
+    actions.push(...repairOpen(pool, [], false, rebuilt && backup !== null ? `${backup}-blocks` : undefined));
     const recheck = inspect(root, pool).report;
     const needsCheck = settle(pool, recheck);
     return { clean: recheck.clean, report: { ...first.report, repaired: actions.length > 0 }, recheck, needsCheck, backup, actions };
@@ -326,7 +331,7 @@ function otherForeignKeys(violations: SqliteCheck['foreignKeys']): SqliteCheck['
 }
 
 /** Stray rows of other tables (by their ON DELETE action), the namespace, then the space map (which frees the blocks the namespace let go). */
-function repairOpen(pool: Pool, mounted: DevId[], live = false): string[] {
+function repairOpen(pool: Pool, mounted: DevId[], live = false, saveLeakedTo?: string): string[] {
   const actions: string[] = [];
   const stray = otherForeignKeys(foreignKeyViolations(pool.metadataDb()));
   if (stray.length > 0) {
@@ -341,6 +346,11 @@ function repairOpen(pool: Pool, mounted: DevId[], live = false): string[] {
     }
   }
   actions.push(...checkNamespace(pool, { repair: true, mounted, live }).repaired);
+  if (saveLeakedTo !== undefined) {
+    // After a rebuild, leaked blocks may hold data whose mapping rows were lost: keep them before the punch.
+    const n = saveLeakedBlocks(pool, saveLeakedTo);
+    if (n > 0) actions.push(`kept a copy of ${n} block(s) that no mapping names any more in ${saveLeakedTo} (their pool block numbers: ${saveLeakedTo}.index)`);
+  }
   const space = pool.check({ repair: true });
   if (space.repaired) {
     const fixed = space.issues.filter((i) => i.severity === 'leak').map((i) => i.message);
