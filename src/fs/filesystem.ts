@@ -363,6 +363,7 @@ export class Filesystem {
       if (set.mode !== undefined) this.doChmod(inode, set.mode);
       if (set.size !== undefined) this.truncateTo(inode, set.size);
       if (set.atime !== undefined || set.mtime !== undefined) this.doUtimens(inode, set.atime ?? 'omit', set.mtime ?? 'omit');
+      if (set.ctime !== undefined) this.inodes.update(inode, { ctimeNs: set.ctime });
       return this.attr(inode);
     });
   }

@@ -57,6 +57,8 @@ export interface SetAttr {
   size?: number;
   atime?: TimeSpec;
   mtime?: TimeSpec;
+  /** An explicit ctime (the kernel keeps it for open files with the writeback cache); otherwise each change sets it to now. */
+  ctime?: bigint;
   /** The handle of an ftruncate/futimens (FATTR_FH): it must be open on this inode, and writable for a size change. */
   fh?: Fh;
 }

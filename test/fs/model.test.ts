@@ -4,6 +4,12 @@
  * device, commit, close/reopen, crash) checked against the in-memory model after every
  * step — errno by errno, attribute by attribute, byte by byte.
  *
+ * thinfs runs them twice: through the path-based API, and through the inode-based one
+ * as the kernel drives FUSE's low level (adapters.ts: every path walked by lookups, every
+ * entry a counted reference kept until a random 'forget' op, listings paged through
+ * readdirplus), so unlinked inodes held by lookups live across operations, snapshots,
+ * commits and crashes, and the same model must hold.
+ *
  * The same single-device sequences also run against a real directory through node:fs,
  * which proves the model (and so the test) right about Linux.
  */
@@ -14,7 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Filesystem } from '../../src/fs/index.js';
 import { Pool, MiB, type DevId } from '../../src/pool/index.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { nodeAdapter, thinfsAdapter } from './adapters.js';
+import { nodeAdapter, thinfsAdapter, thinfsInoAdapter, type InoFsUnderTest } from './adapters.js';
 import { Model, cloneTree, compareTree, errnoOf, type FsUnderTest, type MDir, type MNode } from './model.js';
 
 const BS = 4096;
@@ -52,7 +58,8 @@ type DevOp =
   | { t: 'delete'; i: number }
   | { t: 'commit' }
   | { t: 'reopen' }
-  | { t: 'crash' };
+  | { t: 'crash' }
+  | { t: 'forget' };
 
 const fsOps = (withSymlinks: boolean, withXattrs: boolean): fc.Arbitrary<FsOp>[] => {
   const ops: fc.Arbitrary<FsOp>[] = [
@@ -103,6 +110,9 @@ const devOps: fc.Arbitrary<DevOp>[] = [
   fc.record({ t: fc.constant('reopen' as const) }),
   fc.record({ t: fc.constant('crash' as const) }),
 ];
+/** The kernel forgetting every inode it holds (inode-based API only). */
+const forgetOp: fc.Arbitrary<DevOp> = fc.record({ t: fc.constant('forget' as const) });
+const DEV_OPS = ['snapshot', 'image', 'switch', 'delete', 'commit', 'reopen', 'crash', 'forget'];
 
 function pattern(len: number, byte: number): Buffer {
   const b = Buffer.alloc(len);
@@ -174,7 +184,12 @@ class World {
   committed: Committed;
   private counter = 0;
 
-  constructor(readonly root: string) {
+  private readonly adapters = new WeakMap<Dev, FsUnderTest>();
+
+  constructor(
+    readonly root: string,
+    readonly api: 'path' | 'inode',
+  ) {
     this.pool = Pool.create(root, { dataSizeBytes: 256 * MiB, blockSizeBytes: BS, minFreePercent: 0 });
     const id = this.pool.createThin('base', { kind: 'base' });
     this.cur = { id, name: 'base', readOnly: false, model: new Model(), fs: Filesystem.open(this.pool, id) };
@@ -183,11 +198,28 @@ class World {
     this.committed = this.snapshotState();
   }
 
+  /** The adapter of device `d` (one per device, so the inode adapter keeps its lookups). */
   adapter(d: Dev): FsUnderTest {
-    return thinfsAdapter(() => d.fs);
+    let a = this.adapters.get(d);
+    if (a === undefined) {
+      a = this.api === 'path' ? thinfsAdapter(() => d.fs) : thinfsInoAdapter(() => d.fs, 2);
+      this.adapters.set(d, a);
+    }
+    return a;
+  }
+
+  private inoAdapter(d: Dev): InoFsUnderTest | undefined {
+    return this.api === 'inode' ? (this.adapter(d) as InoFsUnderTest) : undefined;
   }
 
   xattrOps(d: Dev) {
+    const a = this.inoAdapter(d);
+    if (a !== undefined) {
+      return {
+        set: (p: string, n: string, v: Buffer) => d.fs.setxattrIno(a.inoOf(p), n, v, 0),
+        remove: (p: string, n: string) => d.fs.removexattrIno(a.inoOf(p), n),
+      };
+    }
     return {
       set: (p: string, n: string, v: Buffer) => d.fs.setxattr(p, n, v, 0),
       remove: (p: string, n: string) => d.fs.removexattr(p, n),
@@ -195,6 +227,13 @@ class World {
   }
 
   xattrReader(d: Dev) {
+    const a = this.inoAdapter(d);
+    if (a !== undefined) {
+      return (p: string) => {
+        const ino = a.inoOf(p);
+        return new Map(d.fs.listxattrIno(ino).map((n) => [n, d.fs.getxattrIno(ino, n)] as const));
+      };
+    }
     return (p: string) => new Map(d.fs.listxattr(p).map((n) => [n, d.fs.getxattr(p, n)] as const));
   }
 
@@ -237,6 +276,9 @@ class World {
 
   apply(op: DevOp): void {
     switch (op.t) {
+      case 'forget':
+        this.inoAdapter(this.cur)?.forgetAll();
+        return;
       case 'snapshot': {
         const name = `c${this.counter++}`;
         const id = this.pool.createSnapshot(this.cur.id, name, { kind: 'container' });
@@ -312,29 +354,37 @@ class World {
   }
 }
 
+function runWorlds(api: 'path' | 'inode', defaultRuns: number): void {
+  const op = fc.oneof(...fsOps(true, true), ...devOps, ...(api === 'inode' ? [forgetOp, forgetOp] : [])) as fc.Arbitrary<FsOp | DevOp>;
+  fc.assert(
+    fc.property(fc.array(op, { minLength: 10, maxLength: 80, size: 'medium' }), (ops) => {
+      const t = tmpDir('thinfs-fsmodel-');
+      try {
+        const w = new World(path.join(t.dir, 'pool'), api);
+        for (const o of ops) {
+          if (DEV_OPS.includes(o.t)) w.apply(o as DevOp);
+          else {
+            if (o.t === 'write' || o.t === 'truncate') w.noteWrite(o.p);
+            applyFsOp(o as FsOp, w.adapter(w.cur), w.cur.model, w.xattrOps(w.cur));
+            w.compare(w.cur);
+          }
+        }
+        w.finish();
+      } finally {
+        t.cleanup();
+      }
+    }),
+    { numRuns: Number(process.env.THINFS_MODEL_RUNS ?? defaultRuns) },
+  );
+}
+
 describe('thinfs against the model', () => {
   it('random operations over several devices, with snapshots, images, deletes, reopen and crash', () => {
-    const op = fc.oneof(...fsOps(true, true), ...devOps) as fc.Arbitrary<FsOp | DevOp>;
-    fc.assert(
-      fc.property(fc.array(op, { minLength: 10, maxLength: 80, size: 'medium' }), (ops) => {
-        const t = tmpDir('thinfs-fsmodel-');
-        try {
-          const w = new World(path.join(t.dir, 'pool'));
-          for (const o of ops) {
-            if (['snapshot', 'image', 'switch', 'delete', 'commit', 'reopen', 'crash'].includes(o.t)) w.apply(o as DevOp);
-            else {
-              if (o.t === 'write' || o.t === 'truncate') w.noteWrite(o.p);
-              applyFsOp(o as FsOp, w.adapter(w.cur), w.cur.model, w.xattrOps(w.cur));
-              w.compare(w.cur);
-            }
-          }
-          w.finish();
-        } finally {
-          t.cleanup();
-        }
-      }),
-      { numRuns: Number(process.env.THINFS_MODEL_RUNS ?? 200) },
-    );
+    runWorlds('path', 200);
+  });
+
+  it('the same through the inode-based API: lookups from the root, counted references, forget, readdirplus pages', () => {
+    runWorlds('inode', 150);
   });
 });
 
