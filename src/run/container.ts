@@ -20,6 +20,8 @@ export interface ContainerSpec {
   readOnly: boolean;
   hostname: string;
   process: ProcessSpec;
+  /** Give the process a terminal of its own (a pty the runtime allocates and relays). */
+  tty: boolean;
   files: RunFiles;
   /** Set when the caller is not root: the host ids mapped to 0 in the user namespace. */
   rootless?: { uid: number; gid: number };

@@ -31,7 +31,7 @@ export function runtimeConfig(c: ContainerSpec): Record<string, unknown> {
   return {
     ociVersion: OCI_VERSION,
     process: {
-      terminal: false,
+      terminal: c.tty,
       user: { uid: p.user.uid, gid: p.user.gid, ...(p.user.additionalGids.length > 0 ? { additionalGids: p.user.additionalGids } : {}) },
       args: p.args,
       env: p.env,

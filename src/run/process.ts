@@ -6,8 +6,8 @@
  *    stays); `--entrypoint` replaces Entrypoint and drops the image's Cmd;
  *  - an image without a config (a plain rootfs import) runs /bin/sh by default;
  *  - Env is the config's, then each `-e KEY=VAL` (`-e KEY` takes the caller's value);
- *    PATH defaults to the usual system PATH, HOSTNAME to the container's hostname and
- *    HOME to the user's passwd entry;
+ *    PATH defaults to the usual system PATH, HOSTNAME to the container's hostname,
+ *    HOME to the user's passwd entry, and with a terminal (-t) TERM to xterm;
  *  - WorkingDir, else `/`; `-w` replaces it. User, else root; `-u` replaces it.
  */
 import { fail } from '../errors.js';
@@ -34,6 +34,8 @@ export interface ProcessOverrides {
   workdir?: string;
   user?: string;
   hostname: string;
+  /** A terminal is allocated (`-t`): TERM defaults to xterm, as in podman. */
+  tty?: boolean;
 }
 
 /** The process as a runtime starts it. */
@@ -80,6 +82,7 @@ export function processSpec(rootfs: string, config: ImageExecConfig | null, o: P
   if (!env.has('PATH')) env.set('PATH', `PATH=${SYSTEM_PATH}`);
   if (!env.has('HOSTNAME')) env.set('HOSTNAME', `HOSTNAME=${o.hostname}`);
   if (!env.has('HOME')) env.set('HOME', `HOME=${user.home}`);
+  if (o.tty === true && !env.has('TERM')) env.set('TERM', 'TERM=xterm');
 
   return { args, env: [...env.values()], cwd, user };
 }

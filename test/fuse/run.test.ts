@@ -163,6 +163,17 @@ describe.skipIf(why !== undefined)('thinfs run as root', () => {
     });
   });
 
+  it.skipIf(findProgram('runc') === undefined || findProgram('script') === undefined)('-t: runc gives the container a terminal of its own (under script(1)); without a terminal on stdin, one line', async () => {
+    const line = [CLI, '--root', t.root, 'run', '--runtime', 'runc', 'busybox', '--rm', '-t', '--', '/bin/sh', '-c', 'tty; echo "$TERM"; exit 4'].map((a) => `'${a}'`).join(' ');
+    const r = await sh(findProgram('script')!, ['-qec', `${process.execPath} ${line}`, '/dev/null']);
+    expect(r.code, r.stdout + r.stderr).toBe(4);
+    expect(r.stdout.replace(/\r/g, '')).toMatch(/\/dev\/pts\/0\nxterm\n$/); // the terminal may echo a byte of script's empty input first
+    const piped = await t.cli('run', 'busybox', '--rm', '-t', '--', '/bin/true');
+    expect(piped.code).toBe(1);
+    expect(piped.errLines).toEqual([expect.stringMatching(/^thinfs: ENOTTY: -t needs a terminal on stdin/)]);
+    expect(thinfsMounts()).toEqual([]);
+  });
+
   it('refuses an unknown image and bad options with one line', async () => {
     const r = await t.cli('run', 'nosuch', '--', '/bin/true');
     expect(r.code).toBe(1);

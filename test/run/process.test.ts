@@ -131,6 +131,7 @@ describe('runtimeConfig', () => {
     readOnly: true,
     hostname: 'c',
     process: { args: ['/bin/sh'], env: ['PATH=/bin'], cwd: '/', user: { uid: 1000, gid: 1001, additionalGids: [29], home: '/' } },
+    tty: false,
     files: { dir: '/pool/run/containers/c-1', binds: [{ destination: '/etc/hosts', source: '/pool/run/containers/c-1/hosts' }], remove: () => {} },
     rootless,
     stateDir: '/pool/run/runc',

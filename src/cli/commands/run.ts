@@ -60,6 +60,7 @@ interface RunOptions {
   hostname?: string;
   readOnly?: boolean;
   nosuid?: boolean;
+  tty?: boolean;
   runtime: RuntimeName;
 }
 
@@ -80,6 +81,7 @@ export function register(program: Command): void {
     .option('-u, --user <user[:group]>', "user to run as, names resolved in the image's /etc/passwd and /etc/group", userArg)
     .option('--entrypoint <cmd>', 'replace the image\'s Entrypoint (a command, or a JSON array; "" clears it) and drop its Cmd')
     .option('--hostname <name>', 'hostname in the container (default: the container name)', hostnameArg)
+    .option('-t, --tty', 'give the container a terminal of its own (runc; the chroot runtime always shares yours); sets TERM')
     .option('--read-only', 'mount the container view read-only')
     .option('--nosuid', 'mount the view nosuid (as root; a rootless mount always is)')
     .addOption(new Option('--runtime <runtime>', 'runc, crun (only when runc is missing), or chroot (unshare + chroot); auto picks the first installed').choices(RUNTIME_NAMES).default('auto'))
@@ -110,6 +112,7 @@ function hostnameArg(text: string): string {
 }
 
 async function run(root: string, name: string, cmd: string[], o: RunOptions, command: Command): Promise<number> {
+  if (o.tty === true && process.stdin.isTTY !== true) throw fail('ENOTTY', 'run', undefined, '-t needs a terminal on stdin (the input is not a TTY)');
   const runtime = chooseRuntime(o.runtime);
   if (runtime.note !== undefined) process.stderr.write(`thinfs: warning: ${runtime.note}\n`);
   const entrypoint = o.entrypoint === undefined ? undefined : parseEntrypoint(o.entrypoint);
@@ -126,12 +129,12 @@ async function run(root: string, name: string, cmd: string[], o: RunOptions, com
   log.debug({ runtime: runtime.name, image: isImage ? name : undefined, container, config: config !== null }, 'run');
 
   const signals = new Interrupts();
-  if (isImage) await runOp(root, 'create', { name: container, image: name });
   try {
+    if (isImage) await runOp(root, 'create', { name: container, image: name });
     const view = new View(root, command, container, { readOnly: o.readOnly === true, nosuid: o.nosuid === true, rootless });
-    await view.mount();
     try {
-      const proc = processSpec(view.mountpoint, config, { cmd, entrypoint, env: o.env, workdir: o.workdir, user: o.user, hostname });
+      await view.mount();
+      const proc = processSpec(view.mountpoint, config, { cmd, entrypoint, env: o.env, workdir: o.workdir, user: o.user, hostname, tty: o.tty === true });
       if (rootless !== undefined) requireRootlessUser(proc);
       await view.prepare(proc);
       if (signals.caught !== undefined) return signals.status();
@@ -144,6 +147,7 @@ async function run(root: string, name: string, cmd: string[], o: RunOptions, com
           readOnly: o.readOnly === true,
           hostname,
           process: proc,
+          tty: o.tty === true,
           files,
           rootless,
           stateDir: path.join(root, 'run', runtime.name),
@@ -152,10 +156,15 @@ async function run(root: string, name: string, cmd: string[], o: RunOptions, com
         files.remove();
       }
     } finally {
-      await view.umount();
+      // Removed while still mounted, the daemon defers the deletion to the unmount: no
+      // second opening of the pool racing the daemon's exit.
+      try {
+        if (isImage && o.rm === true) await runOp(root, 'rm', { name: container });
+      } finally {
+        await view.umount();
+      }
     }
   } finally {
-    if (isImage && o.rm) await runOp(root, 'rm', { name: container });
     signals.stop();
   }
 }
