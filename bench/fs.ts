@@ -3,6 +3,8 @@
  * plain directory through node:fs on the same disk where the comparison means something.
  *
  *   create / stat / unlink 10,000 files in one directory; readdir of it
+ *   the same stats and listing through the inode-based API (FUSE low level): lookup +
+ *   getattrIno per file, readdirplus in kernel-sized pages and in one call
  *   4 KiB small files: create + write + read
  *   path lookup (cold and warm) at depth 1 vs through a 128-layer chain, and a 20-deep path
  *   the 32 KiB copy-on-write into a 1 GiB lower file: µs per write and bytes allocated
@@ -16,7 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import Table from 'cli-table3';
 import { median, nowMs } from './util.js';
-import { Filesystem } from '../src/fs/index.js';
+import { Filesystem, ROOT_INO, type Ino } from '../src/fs/index.js';
 import { GiB, KiB, MiB, Pool, type DevId } from '../src/pool/index.js';
 
 const ROOT = { uid: 0, gid: 0 };
@@ -76,9 +78,20 @@ interface ManyFiles {
   create: number;
   stat: number;
   statCold: number;
+  /** lookup(dir, name) + getattrIno per file, warm and after dropCaches (ops/s), and getattr(path) measured the same way beside them. */
+  inoStat: number;
+  inoStatCold: number;
+  pathStat: number;
+  pathStatCold: number;
   readdirMs: number;
+  /** The whole listing through readdirplusIno in pages a 4 KiB READDIRPLUS buffer holds, and in one call (ms). */
+  readdirplusPagedMs: number;
+  readdirplusMs: number;
   unlink: number;
 }
+
+/** Entries of a 4 KiB READDIRPLUS reply: fuse_direntplus is 152 bytes + the name, 8-byte aligned (~168 here). */
+const READDIRPLUS_PAGE = Math.floor(4096 / 168);
 
 function manyFilesThinfs(base: string): ManyFiles {
   const s = scratch(base, 'bench-fs-');
@@ -98,17 +111,54 @@ function manyFilesThinfs(base: string): ManyFiles {
     const statCold = rate(N_FILES, () => {
       for (const n of names) fs.getattr(n);
     });
+    // The inode-based API, as the low-level FUSE adapter calls it: LOOKUP then GETATTR.
+    const leaf = names.map((n) => n.slice('/dir/'.length));
+    const inoStatPass = () => {
+      const dir = fs.lookup(ROOT_INO, 'dir').ino;
+      for (const n of leaf) fs.getattrIno(fs.lookup(dir, n).ino);
+    };
+    const pathStatPass = () => {
+      for (const n of names) fs.getattr(n);
+    };
+    // Both in the same state: block counts cached by the pool (the passes above), fs caches dropped or warm.
+    fs.dropCaches();
+    const inoStatCold = rate(N_FILES, inoStatPass);
+    const inoStat = rate(N_FILES, inoStatPass);
+    fs.dropCaches();
+    const pathStatCold = rate(N_FILES, pathStatPass);
+    const pathStat = rate(N_FILES, pathStatPass);
     const t0 = nowMs();
     const entries = fs.readdir('/dir');
     const readdirMs = nowMs() - t0;
     if (entries.length !== N_FILES + 2) throw new Error(`readdir saw ${entries.length} entries`);
+    const listPlus = (dir: Ino, page: number): number => {
+      const fh = fs.opendirIno(dir);
+      let n = 0;
+      let offset = 0;
+      for (;;) {
+        const got = fs.readdirplusIno(dir, fh, offset, page);
+        if (got.length === 0) break;
+        n += got.length;
+        offset = got[got.length - 1]!.offset;
+      }
+      fs.release(fh);
+      return n;
+    };
+    const dirIno = fs.lookup(ROOT_INO, 'dir').ino;
+    const t1 = nowMs();
+    const pagedSeen = listPlus(dirIno, READDIRPLUS_PAGE);
+    const readdirplusPagedMs = nowMs() - t1;
+    const t2 = nowMs();
+    const oneSeen = listPlus(dirIno, Infinity);
+    const readdirplusMs = nowMs() - t2;
+    if (pagedSeen !== N_FILES + 2 || oneSeen !== N_FILES + 2) throw new Error(`readdirplus saw ${pagedSeen} / ${oneSeen} entries`);
     const unlink = rate(N_FILES, () => {
       for (const n of names) fs.unlink(n);
       fs.commit();
     });
     fs.close();
     pool.close();
-    return { create, stat, statCold, readdirMs, unlink };
+    return { create, stat, statCold, inoStat, inoStatCold, pathStat, pathStatCold, readdirMs, readdirplusPagedMs, readdirplusMs, unlink };
   } finally {
     s.done();
   }
@@ -132,7 +182,7 @@ function manyFilesNode(base: string): ManyFiles {
     const unlink = rate(N_FILES, () => {
       for (const n of names) nodefs.unlinkSync(n);
     });
-    return { create, stat, statCold: NaN, readdirMs, unlink };
+    return { create, stat, statCold: NaN, inoStat: NaN, inoStatCold: NaN, pathStat: NaN, pathStatCold: NaN, readdirMs, readdirplusPagedMs: NaN, readdirplusMs: NaN, unlink };
   } finally {
     s.done();
   }
@@ -348,7 +398,25 @@ function main(): void {
   add('create 10k files in one dir', med(many, 'create'), 'ops/s', med(manyNode, 'create'));
   add('stat 10k files (warm)', med(many, 'stat'), 'ops/s', med(manyNode, 'stat'));
   add('stat 10k files (cold caches)', med(many, 'statCold'), 'ops/s');
+  rows.push({
+    metric: 'lookup + getattrIno 10k (warm) vs getattr(path)',
+    thinfs: med(many, 'inoStat'),
+    node: med(many, 'pathStat'),
+    unit: 'ops/s',
+    ratio: med(many, 'inoStat') / med(many, 'pathStat'),
+    note: 'baseline: thinfs by path',
+  });
+  rows.push({
+    metric: 'lookup + getattrIno 10k (cold) vs getattr(path)',
+    thinfs: med(many, 'inoStatCold'),
+    node: med(many, 'pathStatCold'),
+    unit: 'ops/s',
+    ratio: med(many, 'inoStatCold') / med(many, 'pathStatCold'),
+    note: 'baseline: thinfs by path',
+  });
   add('readdir of 10k entries', med(many, 'readdirMs'), 'ms', med(manyNode, 'readdirMs'), 'ratio: time, lower is better');
+  add('readdirplus of 10k, 4 KiB pages', med(many, 'readdirplusPagedMs'), 'ms', med(manyNode, 'readdirMs'), `${READDIRPLUS_PAGE} entries a call; ratio: time`);
+  add('readdirplus of 10k, one call', med(many, 'readdirplusMs'), 'ms', med(manyNode, 'readdirMs'), 'ratio: time, lower is better');
   add('unlink 10k files', med(many, 'unlink'), 'ops/s', med(manyNode, 'unlink'));
   add('4 KiB file create+write+read', small, 'files/s', smallNode);
   const c1 = med(dep, 'coldDepth1');

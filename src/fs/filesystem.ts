@@ -404,7 +404,11 @@ export class Filesystem {
   readdirplusIno(ino: Ino, fh: Fh, offset: number, limit = Infinity): DirEntryPlus[] {
     this.sync();
     const where = whereIno(ino);
-    return this.readStream(ino, fh, offset, limit, 'readdirplus', (e) => ({ ...e, attr: this.entryAttr(this.entryInode(e.ino, 'readdirplus', where)) }));
+    return this.readStream(ino, fh, offset, limit, 'readdirplus', (e) => {
+      const plus = e as DirEntryPlus;
+      plus.attr = this.entryAttr(this.entryInode(e.ino, 'readdirplus', where));
+      return plus;
+    });
   }
 
   /** mkdir(2). The mode keeps permission and sticky bits; setgid comes from the parent. */
@@ -944,7 +948,9 @@ export class Filesystem {
   }
 
   private entryAttr(inode: Inode): EntryAttr {
-    return { ...this.attr(inode), generation: 0 };
+    const a = this.attr(inode) as EntryAttr;
+    a.generation = 0;
+    return a;
   }
 
   private checkAccess(inode: Inode, mode: number, caller: Caller | undefined, where: string): void {

@@ -384,7 +384,7 @@ describe('thinfs against the model', () => {
   });
 
   it('the same through the inode-based API: lookups from the root, counted references, forget, readdirplus pages', () => {
-    runWorlds('inode', 150);
+    runWorlds('inode', 100);
   });
 });
 
