@@ -55,7 +55,7 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
     if (refs[row.pblock]! < 255) refs[row.pblock]! += 1;
   }
   if (beyond > 0) fatal(`${beyond} mapping(s) point beyond the allocated data blocks`, 'restore the pool from a backup; thinfs cannot recover this data');
-  if (twice > 0) fatal(`${twice} data block(s) are mapped more than once`, 'copy the affected files out, then delete and re-create the devices that share them');
+  if (twice > 0) fatal(`${twice} data block(s) are mapped more than once`, 'copy the affected files out (views still mount and read while the pool needs a check), then restore the pool from a backup; `check --repair` cannot decide which file owns a shared block');
   if (orphanRows > 0) leak(`${orphanRows} mapping(s) belong to layers that do not exist`, 'run `thinfs check --repair` to drop them');
   let freeMapped = 0;
   let freeBeyond = 0;
@@ -68,13 +68,13 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
     free[pb] = 1;
     if (refs[pb]! > 0) freeMapped++;
   }
-  if (freeMapped > 0) fatal(`${freeMapped} block(s) are both mapped and on the free list`, 'copy the affected files out and delete their devices, then run `thinfs check --repair`');
+  if (freeMapped > 0) fatal(`${freeMapped} block(s) are both mapped and on the free list`, 'copy the affected files out (views still mount and read while the pool needs a check), then restore the pool from a backup; `check --repair` cannot tell whether the block is still in use');
   if (freeBeyond > 0) leak(`${freeBeyond} free-list entr(ies) lie beyond the high-water mark`, 'run `thinfs check --repair` to drop them');
   const leaked: PBlock[] = [];
   for (let b = 0; b < hwm; b++) if (refs[b] === 0 && free[b] === 0) leaked.push(b as PBlock);
   if (leaked.length > 0) leak(`${leaked.length} data block(s) leaked (neither mapped nor free)`, 'run `thinfs check --repair` to return them to the free list');
   const badDevices = db.prepare('SELECT count(*) FROM devices WHERE layer_id NOT IN (SELECT id FROM layers)').pluck().get() as number;
-  if (badDevices > 0) fatal(`${badDevices} device(s) point at missing layers`, 'delete those devices with `thinfs rm --force`');
+  if (badDevices > 0) fatal(`${badDevices} device(s) point at missing layers`, 'restore the pool from a backup; the devices\' data cannot be found without their layers');
   const badParents = db.prepare('SELECT count(*) FROM layers WHERE parent_id IS NOT NULL AND parent_id NOT IN (SELECT id FROM layers)').pluck().get() as number;
   if (badParents > 0) fatal(`${badParents} layer(s) have a missing parent`, 'restore the pool from a backup');
   const counts = db.prepare('SELECT layer, count(*) AS n FROM mappings WHERE pblock IS NOT NULL GROUP BY layer').all() as { layer: number; n: number }[];
@@ -82,6 +82,10 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   let badCounts = 0;
   for (const l of t.tree.layers.values()) if ((ownedByLayer.get(l.id) ?? 0) !== l.owned) badCounts++;
   if (badCounts > 0) leak(`${badCounts} layer(s) have a wrong block count`, 'run `thinfs check --repair` to recount');
+  const mappedByLayer = expectedMapped(t);
+  let badMapped = 0;
+  for (const l of t.tree.layers.values()) if ((mappedByLayer.get(l.id) ?? l.mapped) !== l.mapped) badMapped++;
+  if (badMapped > 0) leak(`${badMapped} layer(s) have a wrong count of visible blocks`, 'run `thinfs check --repair` to recount');
   const fileBlocks = t.dataFileBlocks();
   const shortFile = fileBlocks < hwm;
   if (shortFile) {
@@ -94,7 +98,7 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
 
   let repaired = false;
   if (repair) {
-    const wanted = orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || badCounts > 0 || shortFile;
+    const wanted = orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || badCounts > 0 || badMapped > 0 || shortFile;
     if (wanted) {
       t.repairTransaction(() => {
         if (shortFile) t.growDataFile(Math.max(t.dataBlocks(), hwm));
@@ -102,8 +106,8 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
         const ins = db.prepare('INSERT OR IGNORE INTO free_blocks (pblock, freed_txn) VALUES (?, ?)');
         for (const b of leaked) ins.run(b, t.transactionId());
         db.prepare('DELETE FROM free_blocks WHERE pblock >= ? OR pblock < 0').run(hwm);
-        const upd = db.prepare('UPDATE layers SET owned = ? WHERE id = ?');
-        for (const l of t.tree.layers.values()) upd.run(ownedByLayer.get(l.id) ?? 0, l.id);
+        const upd = db.prepare('UPDATE layers SET owned = ?, mapped = ? WHERE id = ?');
+        for (const l of t.tree.layers.values()) upd.run(ownedByLayer.get(l.id) ?? 0, mappedByLayer.get(l.id) ?? l.mapped, l.id);
       });
       t.punch(leaked);
       repaired = true;
@@ -111,4 +115,48 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   }
   const nFatal = issues.filter((i) => i.severity === 'fatal').length;
   return { clean: issues.length === 0, fatal: nFatal, leaks: issues.length - nFatal, issues, repaired, blocksChecked: hwm };
+}
+
+/**
+ * The number of blocks visible through each layer's chain, recomputed from the mappings:
+ * a layer sees its parent's blocks, plus each of its own rows that maps a block where
+ * nothing below is visible, minus each hiding row over a visible block. Layers whose
+ * ancestry is broken are left out (that is reported as fatal elsewhere).
+ */
+function expectedMapped(t: CheckTarget): Map<LayerId, number> {
+  const layers = [...t.tree.layers.values()].sort((a, b) => a.depth - b.depth);
+  const rowsOf = t.db.prepare('SELECT ino, fblock, pblock FROM mappings WHERE layer = ?');
+  const rowsAt = t.db.prepare('SELECT layer, pblock FROM mappings WHERE ino = ? AND fblock = ?');
+  const out = new Map<LayerId, number>();
+  for (const l of layers) {
+    const below = new Map<LayerId, number>();
+    let ok = true;
+    for (let p = l.parentId, i = 0; p !== null; i++) {
+      const pl = t.tree.layers.get(p);
+      if (pl === undefined) {
+        ok = false;
+        break;
+      }
+      below.set(p, i);
+      p = pl.parentId;
+    }
+    const base = l.parentId === null ? 0 : out.get(l.parentId);
+    if (!ok || base === undefined) continue;
+    let n = base;
+    for (const r of rowsOf.iterate(l.id) as Iterable<{ ino: number; fblock: number; pblock: number | null }>) {
+      let nearest = Number.MAX_SAFE_INTEGER;
+      let visibleBelow = false;
+      for (const o of rowsAt.iterate(r.ino, r.fblock) as Iterable<{ layer: LayerId; pblock: number | null }>) {
+        const pos = below.get(o.layer);
+        if (pos !== undefined && pos < nearest) {
+          nearest = pos;
+          visibleBelow = o.pblock !== null;
+        }
+      }
+      if (r.pblock !== null && !visibleBelow) n++;
+      else if (r.pblock === null && visibleBelow) n--;
+    }
+    out.set(l.id, n);
+  }
+  return out;
 }

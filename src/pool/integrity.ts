@@ -147,20 +147,45 @@ export function applyForeignKeyActions(db: Db, violations: ForeignKeyViolations[
   return changed;
 }
 
+/**
+ * Run `fn` with a connection of its own on `file`, and remove the -wal/-shm companions that
+ * opening it created when they hold nothing (a damaged file that SQLite could not read
+ * must not leave new files in the pool: bad input changes nothing).
+ */
+function withOwnConnection<T>(file: string, opts: Database.Options, fn: (db: Db) => T): T {
+  const fresh = [`${file}-wal`, `${file}-shm`].filter((f) => !fs.existsSync(f));
+  let db: Db | undefined;
+  try {
+    db = new Database(file, opts);
+    return fn(db);
+  } finally {
+    try {
+      db?.close();
+    } catch {
+      /* closing a damaged file */
+    }
+    const wal = `${file}-wal`;
+    if (fresh.includes(wal) && (!fs.existsSync(wal) || fs.statSync(wal).size === 0)) {
+      for (const f of fresh) fs.rmSync(f, { force: true });
+    }
+  }
+}
+
 /** Check the metadata file with a connection of its own (read-only); never throws. */
 export function checkSqliteFile(file: string): SqliteCheck {
-  let db: Db;
   try {
-    db = new Database(file, { readonly: true, fileMustExist: true });
-    db.prepare('SELECT count(*) FROM sqlite_master').get();
+    return withOwnConnection(file, { readonly: true, fileMustExist: true }, (db) => {
+      try {
+        db.prepare('SELECT count(*) FROM sqlite_master').get();
+      } catch (err) {
+        const message = `cannot be read as SQLite (${(err as Error).message})`;
+        return { ok: false, unreadable: message, lines: [message], damagedTables: [], foreignKeys: [] };
+      }
+      return checkSqlite(db);
+    });
   } catch (err) {
     const message = `cannot be read as SQLite (${(err as Error).message})`;
     return { ok: false, unreadable: message, lines: [message], damagedTables: [], foreignKeys: [] };
-  }
-  try {
-    return checkSqlite(db);
-  } finally {
-    db.close();
   }
 }
 
@@ -202,12 +227,7 @@ function transactionIdOf(db: Db | undefined, file: string): string {
   const read = (d: Db) => String(d.prepare('SELECT transaction_id FROM superblock WHERE id = 1').pluck().get());
   try {
     if (db !== undefined) return read(db);
-    const own = new Database(file, { readonly: true, fileMustExist: true });
-    try {
-      return read(own);
-    } finally {
-      own.close();
-    }
+    return withOwnConnection(file, { readonly: true, fileMustExist: true }, read);
   } catch {
     return 'unknown';
   }
@@ -220,12 +240,7 @@ export function checkpoint(file: string, db?: Db): void {
       db.pragma('wal_checkpoint(TRUNCATE)');
       return;
     }
-    const own = new Database(file, { fileMustExist: true });
-    try {
-      own.pragma('wal_checkpoint(TRUNCATE)');
-    } finally {
-      own.close();
-    }
+    withOwnConnection(file, { fileMustExist: true }, (own) => own.pragma('wal_checkpoint(TRUNCATE)'));
   } catch {
     /* the raw copy (with its -wal) is the backup then */
   }
@@ -246,12 +261,7 @@ export function reindex(db: Db): boolean {
 /** REINDEX the file with a connection of its own (the pool closed, its lock held); then check again. */
 export function reindexFile(file: string): SqliteCheck {
   try {
-    const db = new Database(file, { fileMustExist: true });
-    try {
-      reindex(db);
-    } finally {
-      db.close();
-    }
+    withOwnConnection(file, { fileMustExist: true }, (db) => reindex(db));
   } catch {
     /* checked below */
   }
