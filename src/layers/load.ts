@@ -24,6 +24,7 @@
  * tar import gives the event loop a turn every 20 ms (tar.ts), so mounts stay served.
  */
 import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
 import { fail } from '../errors.js';
 import { Filesystem } from '../fs/index.js';
 import { logger } from '../log.js';
@@ -48,6 +49,8 @@ import { decompressed, tapped } from './streams.js';
 import { importTarStream } from './tar.js';
 
 const log = logger('layers');
+/** Layer data between two flushes of the data file's pages (flushData). */
+const FLUSH_EVERY_BYTES = 16 * 1024 * 1024;
 
 export interface LoadOptions {
   /** SOURCE in transport syntax, with an absolute path. */
@@ -286,7 +289,7 @@ async function ensureLayer(
     let target: Filesystem | undefined = Filesystem.open(pool, id);
     let stats: ImportStats;
     try {
-      stats = await importLayer(target, store, layer, label, pool.blockSizeBytes, progress);
+      stats = await importLayer(pool, target, store, layer, label, progress);
       target.close();
       target = undefined;
     } finally {
@@ -294,6 +297,7 @@ async function ensureLayer(
     }
     pool.setReadOnly(id);
     pool.atomically('load: layer', () => insertLayer(pool, chainId, id, layer.diffId, 'load'));
+    await flushData(pool);
     pool.commit();
     const device = pool.getDevice(id)!;
     return { device, layer: { chainId, diffId: layer.diffId, device: name, shared: false, stats } };
@@ -322,7 +326,8 @@ function layerDeviceName(pool: Pool, chainId: Digest): string {
 }
 
 /** Import one layer blob into `target`, verifying its digest, size and diffID (see the top of this file). */
-async function importLayer(target: Filesystem, store: FileStore, layer: LayerPlan, label: string, blockSizeBytes: number, progress: Progress): Promise<ImportStats> {
+async function importLayer(pool: Pool, target: Filesystem, store: FileStore, layer: LayerPlan, label: string, progress: Progress): Promise<ImportStats> {
+  const blockSizeBytes = pool.blockSizeBytes;
   const blobHash = createHash('sha256');
   const diffHash = createHash('sha256');
   const blob = { bytes: 0 };
@@ -331,7 +336,7 @@ async function importLayer(target: Filesystem, store: FileStore, layer: LayerPla
   let stats: ImportStats;
   progress.next(layer.sizeBytes);
   try {
-    const plain = tapped(decompressed(tapped(raw, blobHash, blob), layer.compression, label), diffHash, tar);
+    const plain = flushing(pool, tapped(decompressed(tapped(raw, blobHash, blob), layer.compression, label), diffHash, tar), tar);
     stats = await importTarStream(target, plain, label, blockSizeBytes, {
       totalBytes: layer.sizeBytes,
       doneBytes: () => blob.bytes,
@@ -353,6 +358,37 @@ async function importLayer(target: Filesystem, store: FileStore, layer: LayerPla
   const diffId = `sha256:${diffHash.digest('hex')}`;
   if (diffId !== layer.diffId) throw mismatch(label, 'its uncompressed tar (diffID)', layer.diffId, diffId);
   return stats;
+}
+
+/**
+ * Write back the data file's dirty pages in the thread pool, so that the synchronous
+ * fdatasync of the next commit (the load's, or the daemon's batched one) finds little to
+ * do: measured, a commit after 64 MiB of layer data held the event loop ~100 ms, and
+ * every mount of the daemon with it. fdatasync on any descriptor of the file flushes it.
+ * Best effort: a failure here is the commit's to report.
+ */
+async function flushData(pool: Pool): Promise<void> {
+  let fh: fs.promises.FileHandle | undefined;
+  try {
+    fh = await fs.promises.open(pool.dataFile, 'r');
+    await fh.datasync();
+  } catch {
+    /* the commit reports real trouble */
+  } finally {
+    await fh?.close().catch(() => undefined);
+  }
+}
+
+/** `input` unchanged, with a flushData every FLUSH_EVERY_BYTES of it (`count` counts them). */
+async function* flushing(pool: Pool, input: AsyncIterable<Buffer>, count: { bytes: number }): AsyncGenerator<Buffer> {
+  let next = FLUSH_EVERY_BYTES;
+  for await (const chunk of input) {
+    yield chunk;
+    if (count.bytes >= next) {
+      next = count.bytes + FLUSH_EVERY_BYTES;
+      await flushData(pool);
+    }
+  }
 }
 
 /** The digest-mismatch error of `layer`'s blob, read again whole; undefined when it matches (or names no digest). */

@@ -30,6 +30,8 @@ import { LayerWriter, type EntryMeta, type FileSink } from './writer.js';
 
 /** The import is synchronous per chunk; it gives the event loop a turn this often. */
 const YIELD_EVERY_MS = 20;
+/** The tar parser is fed this much at a time, so a yield is never far away. */
+const SLICE_BYTES = 64 * 1024;
 
 /** Import the tar (plain, gzip or zstd) file `file` as one layer into `target` (a writable Filesystem). */
 export async function importTar(target: Filesystem, file: string, blockSizeBytes: number, opts: ImportOptions = {}): Promise<ImportStats> {
@@ -140,16 +142,20 @@ export async function importTarStream(
   const progress = progressThrottle(opts, opts.totalBytes, 'bytes');
   let lastYield = Date.now();
   try {
-    for await (const chunk of plain) {
-      pax.push(chunk);
-      parser.write(chunk);
+    for await (const big of plain) {
+      // Small slices: a slice of small files is many metadata operations, all synchronous.
+      for (let at = 0; at < big.length && failed === undefined; at += SLICE_BYTES) {
+        const chunk = at === 0 && big.length <= SLICE_BYTES ? big : big.subarray(at, at + SLICE_BYTES);
+        pax.push(chunk);
+        parser.write(chunk);
+        if (Date.now() - lastYield >= YIELD_EVERY_MS) {
+          // In the daemon this loop shares the event loop with every mount: let FUSE requests through.
+          await new Promise((resolve) => setImmediate(resolve));
+          lastYield = Date.now();
+        }
+      }
       if (failed !== undefined) break;
       progress(opts.doneBytes(), entries, false);
-      if (Date.now() - lastYield >= YIELD_EVERY_MS) {
-        // In the daemon this loop shares the event loop with every mount: let FUSE requests through.
-        await new Promise((resolve) => setImmediate(resolve));
-        lastYield = Date.now();
-      }
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
