@@ -4,10 +4,13 @@
  * a device answers with — its own, its origin's (a container, a committed image), or
  * null for a plain import.
  */
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commit, create, imageConfig, importOp } from '../../src/daemon/ops/image-ops.js';
 import { chainIds, deviceNameFor, familiarReference, insertImage, prepareImageTables, resolveImageName, sha256Digest } from '../../src/layers/image-store.js';
+import { TarStore } from '../../src/layers/archive.js';
+import { formatImageSpec, parseImageSpec } from '../../src/layers/sources.js';
 import { GiB, Pool } from '../../src/pool/index.js';
 import { writeTar } from '../helpers/layers.js';
 import { tmpDir } from '../helpers/tmp.js';
@@ -31,6 +34,58 @@ describe('chain IDs and names', () => {
     expect(deviceNameFor('docker.io/library/debian:12')).toBe('debian:12');
     expect(deviceNameFor('quay.io/a/b:1')).toBe('quay.io_a_b:1');
     expect(deviceNameFor('busybox')).toBe('busybox:latest');
+  });
+});
+
+describe('transport syntax', () => {
+  it('splits at the first colon after the transport, as containers/image does', () => {
+    expect(parseImageSpec('oci:/a/b:t', 'load')).toEqual({ transport: 'oci', path: '/a/b', ref: 't' });
+    expect(parseImageSpec('oci-archive:/x.tar:foo:bar', 'load')).toEqual({ transport: 'oci-archive', path: '/x.tar', ref: 'foo:bar' });
+    expect(parseImageSpec('docker-archive:/x.tar', 'load')).toEqual({ transport: 'docker-archive', path: '/x.tar', ref: undefined });
+    expect(parseImageSpec('docker-archive:/x.tar:@1', 'load')).toMatchObject({ ref: '@1' });
+    expect(parseImageSpec('/plain/x.tar', 'load')).toEqual({ transport: undefined, path: '/plain/x.tar' });
+    expect(formatImageSpec({ transport: 'oci', path: '/a', ref: 't' })).toBe('oci:/a:t');
+    expect(() => parseImageSpec('oci:', 'load')).toThrow(/^EINVAL: no path after 'oci:'/);
+    expect(() => parseImageSpec('oci:/a:', 'load')).toThrow(/^EINVAL: empty tag after the path/);
+  });
+});
+
+describe('TarStore: an archive read in place', () => {
+  let t: { dir: string; cleanup: () => void };
+  beforeAll(() => {
+    t = tmpDir('thinfs-tarstore-');
+  });
+  afterAll(() => t?.cleanup());
+
+  it('finds files, follows links inside the archive (docker legacy layer.tar symlinks), never out of it', () => {
+    const file = path.join(t.dir, 'a.tar');
+    writeTar(file, [
+      { path: 'manifest.json', data: '[]' },
+      { path: 'aaa.tar', data: 'layer bytes' },
+      { path: 'id1', type: 'dir' },
+      { path: 'id1/layer.tar', type: 'symlink', linkpath: '../aaa.tar' },
+      { path: 'id2/layer.tar', type: 'link', linkpath: 'aaa.tar' },
+      { path: 'evil', type: 'symlink', linkpath: '../../etc/passwd' },
+      { path: 'abs', type: 'symlink', linkpath: '/etc/passwd' },
+    ]);
+    const s = TarStore.open(file);
+    expect(s.read('manifest.json').toString()).toBe('[]');
+    expect(s.read('./id1/layer.tar').toString()).toBe('layer bytes');
+    expect(s.read('id2/layer.tar').toString()).toBe('layer bytes');
+    expect(s.has('evil')).toBe(false);
+    expect(s.has('abs')).toBe(false);
+    expect(() => s.read('nope')).toThrow(/^ENOENT: nope is missing from the archive/);
+    expect(TarStore.isImageArchive(file)).toBe(false); // 'evil' is no name an image archive holds
+  });
+
+  it('refuses what is not a tar, and a truncated one', () => {
+    const junk = path.join(t.dir, 'junk');
+    fs.writeFileSync(junk, Buffer.alloc(2048, 0x41));
+    expect(() => TarStore.open(junk)).toThrow(/^EINVAL: not an image: not a tar archive/);
+    const cut = path.join(t.dir, 'cut.tar');
+    writeTar(cut, [{ path: 'blob', data: Buffer.alloc(5000, 1) }]);
+    fs.truncateSync(cut, 2048);
+    expect(() => TarStore.open(cut)).toThrow(/truncated inside blob/);
   });
 });
 
