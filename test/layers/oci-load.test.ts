@@ -162,6 +162,35 @@ describe.skipIf(missing !== undefined)('load: OCI layout, oci-archive, docker-ar
     expect(treeOfDevice(pool, 'rootfs')['/opq/new']).toMatchObject({ type: 'file' });
   });
 
+  it('a multi-platform index: the linux manifest of this machine\'s architecture is loaded', async () => {
+    const pool = newPool('pool-multiarch');
+    const dir = path.join(t.dir, 'multiarch');
+    fs.cpSync(path.join(t.dir, 'layout'), dir, { recursive: true });
+    const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')) as { manifests: { digest: string; size: number; annotations: Record<string, string> }[] };
+    const m = index.manifests.find((x) => x.annotations['org.opencontainers.image.ref.name'] === 't')!;
+    const arch = { x64: 'amd64', arm64: 'arm64' }[process.arch as 'x64' | 'arm64'] ?? process.arch;
+    const other = arch === 'amd64' ? 'arm64' : 'amd64';
+    const nested = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.index.v1+json',
+        manifests: [
+          { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${'0'.repeat(64)}`, size: 1, platform: { os: 'linux', architecture: other } },
+          { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: m.digest, size: m.size, platform: { os: 'linux', architecture: arch } },
+        ],
+      }),
+    );
+    const digest = (await import('node:crypto')).createHash('sha256').update(nested).digest('hex');
+    fs.writeFileSync(path.join(dir, 'blobs', 'sha256', digest), nested);
+    fs.writeFileSync(
+      path.join(dir, 'index.json'),
+      JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', digest: `sha256:${digest}`, size: nested.length, annotations: { 'org.opencontainers.image.ref.name': 'multi' } }] }),
+    );
+    const r = await load(pool, `oci:${dir}`);
+    expect(r.images).toMatchObject([{ reference: 'multiarch:multi', manifestDigest: m.digest }]);
+    expect(treeOfDevice(pool, 'multiarch:multi')).toEqual(want);
+  });
+
   it('zstd layers and a gzip-compressed docker archive', async () => {
     const pool = newPool('pool-zstd');
     const z = await load(pool, img.zstdLayout);
