@@ -27,8 +27,8 @@
  *    data sits in the worker's receive buffer, so the worker waits (on a semaphore in
  *    the item) until JS has replied, and JS reads the data in place (an external
  *    Buffer, detached once the reply is sent). No 1 MiB copy per write.
- *  - the JS thread: one uv_async per session. Its callback takes the whole queue at
- *    once (requests batch up while JS is busy: one wake-up serves many requests), and
+ *  - the JS thread: one uv_async per session. Its callback takes the queue at once (up
+ *    to MAX_BATCH items; requests batch up while JS is busy: one wake-up serves many), and
  *    calls the JS dispatcher once per item inside one callback scope (microtasks run
  *    once per batch). Replies (ll_reply_*) are made from the JS thread, synchronously
  *    or later (a handler may reply after an await): each request has a numeric id
@@ -814,6 +814,10 @@ static void dispatch_one(napi_env env, ll_session_t *s, ll_item_t *it, napi_valu
   napi_close_handle_scope(env, hs);
 }
 
+/* At most this many items per wake-up: the rest go back to the queue head, so timers and
+   sockets of the event loop (the daemon's control socket) get their turn in a flood. */
+#define MAX_BATCH 1024
+
 static void on_async(uv_async_t *handle) {
   ll_session_t *s = handle->data;
   napi_env env = s->env;
@@ -822,6 +826,22 @@ static void on_async(uv_async_t *handle) {
   s->qhead = s->qtail = NULL;
   pthread_mutex_unlock(&s->qlock);
   if (list == NULL || s->closing) return;
+  {
+    ll_item_t *cut = list;
+    for (int n = 1; n < MAX_BATCH && cut->next != NULL; n++) cut = cut->next;
+    ll_item_t *rest = cut->next;
+    if (rest != NULL) {
+      cut->next = NULL;
+      ll_item_t *rest_tail = rest;
+      while (rest_tail->next != NULL) rest_tail = rest_tail->next;
+      pthread_mutex_lock(&s->qlock);
+      rest_tail->next = s->qhead;
+      if (s->qhead == NULL) s->qtail = rest_tail;
+      s->qhead = rest;
+      pthread_mutex_unlock(&s->qlock);
+      uv_async_send(&s->async);
+    }
+  }
 
   napi_handle_scope outer;
   napi_open_handle_scope(env, &outer);
