@@ -362,6 +362,20 @@ describe.skipIf(!hasFuse)('fuse-native low-level mode (libfuse3) on a real mount
     expect(fs.readFileSync(p).subarray(MiB).every((b) => b === 0)).toBe(true);
   });
 
+  it('answers reads with several buffers (iov) and straight from file descriptors, with zeros past their end', async () => {
+    await memfs.call('special', { name: 'two-buffers', data: 'first half|second half' });
+    expect(fs.readFileSync(path.join(mnt, 'two-buffers'), 'utf8')).toBe('first half|second half');
+    const host = path.join(tmp, 'host-file');
+    const hostData = Buffer.alloc(300_000);
+    for (let i = 0; i < hostData.length; i++) hostData[i] = (i * 7) & 0xff;
+    fs.writeFileSync(host, hostData);
+    await memfs.call('special', { name: 'from-fd', host, size: 400_000 });
+    const back = fs.readFileSync(path.join(mnt, 'from-fd'));
+    expect(back.length).toBe(400_000);
+    expect(back.subarray(0, hostData.length).equals(hostData)).toBe(true);
+    expect(back.subarray(hostData.length).every((b) => b === 0)).toBe(true);
+  });
+
   it('invalidates the kernel caches from the notifier thread (inval_inode, inval_entry)', async () => {
     const p = path.join(mnt, 'behind');
     fs.writeFileSync(p, 'old!');

@@ -12,6 +12,7 @@
  * the kernel is one lookup, FORGET gives lookups back, and an inode lives while it has a
  * name, a lookup or an open handle.
  */
+import * as fs from 'node:fs';
 import { fail } from '../../src/errors.js';
 import type { ByteString, Fh, Ino } from '../../src/fs/index.js';
 import {
@@ -48,6 +49,10 @@ interface Node {
   ctimeNs: bigint;
   lookups: number;
   opens: number;
+  /** Reads answered from a host file (reply.data: fd ranges, zeros past its end). */
+  backing?: { fd: number; length: number };
+  /** Reads answered as two buffers (reply.iov). */
+  iov?: boolean;
 }
 
 const S_IFMT = 0o170000;
@@ -311,7 +316,15 @@ const handlers = {
     count('read');
     readSizes.push(size);
     const n = node(ino);
-    return n.data.subarray(offset, Math.min(n.data.length, offset + size));
+    const end = Math.min(n.data.length, offset + size);
+    if (n.backing !== undefined) {
+      const fromHost = Math.max(0, Math.min(n.backing.length, end) - offset);
+      const zeros = Math.max(0, end - offset - fromHost);
+      return { segments: new Float64Array([n.backing.fd, offset, fromHost, -1, 0, zeros]) };
+    }
+    const bytes = n.data.subarray(offset, end);
+    if (n.iov === true) return [bytes.subarray(0, bytes.length >> 1), bytes.subarray(bytes.length >> 1)];
+    return bytes;
   },
   write: (ino: Ino, data: Buffer, offset: number) => {
     count('write');
@@ -414,6 +427,18 @@ const commands: Record<string, (m: Record<string, unknown>) => unknown | Promise
     return { ino: n.ino, nlink: n.nlink, lookups: n.lookups, opens: n.opens, uid: n.uid, gid: n.gid, mode: n.mode };
   },
   alive: (m) => nodes.has(m.ino as Ino),
+  /** A file in the root whose reads come from the host file `host` (then zeros up to `size`), or as two buffers (iov). */
+  special: (m) => {
+    const n = create(1 as Ino, m.name as string, S_IFREG | 0o644, { uid: 0, gid: 0, pid: 0, umask: 0 });
+    if (m.host !== undefined) {
+      n.backing = { fd: fs.openSync(m.host as string, 'r'), length: fs.statSync(m.host as string).size };
+      n.data = Buffer.alloc(m.size as number); // only its length counts
+    } else {
+      n.iov = true;
+      n.data = Buffer.from(m.data as string, 'latin1');
+    }
+    return n.ino;
+  },
   /** Names in a directory, as latin1 strings (the test compares bytes). */
   names: (m) => [...dir(resolve(m.path as string).ino).keys()],
   /** Changes a file's bytes behind the kernel's back (same length). */
