@@ -64,6 +64,7 @@ interface Options {
   label?: string;
   json: boolean;
   quick: boolean;
+  cliTimeoutS: number;
 }
 
 function positiveInt(v: string): number {
@@ -87,6 +88,7 @@ function parseOptions(argv: string[]): Options {
     .option('--no-overlay', 'leave fuse-overlayfs out')
     .option('--dir <dir>', 'scratch directory on the disk to measure (removed at the end)', '.bench')
     .option('--label <text>', 'what is measured (default: the git commit of this checkout)')
+    .option('--cli-timeout <s>', 'seconds a thinfs command may take before the daemon counts as wedged (default 120; import: 3600)', positiveInt)
     .option('--json', 'print JSON instead of the table')
     .parse(['node', 'bench', ...argv])
     .opts<{
@@ -102,6 +104,7 @@ function parseOptions(argv: string[]): Options {
       dir: string;
       label?: string;
       json?: boolean;
+      cliTimeout?: number;
     }>();
   const quick = o.quick === true;
   const only = new Set<Group>();
@@ -125,6 +128,7 @@ function parseOptions(argv: string[]): Options {
     label: o.label,
     json: o.json === true,
     quick,
+    cliTimeoutS: o.cliTimeout ?? 120,
   };
 }
 
@@ -152,7 +156,8 @@ function sleepSync(ms: number): void {
   Atomics.wait(sleepBuf, 0, 0, ms);
 }
 function sh(cmd: string, argv: string[]): string {
-  return execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * MiB });
+  // A tool stuck on a wedged mount ends the row with an error instead of hanging the run.
+  return execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * MiB, timeout: 900_000 });
 }
 function waitUntil(what: string, ms: number, ok: () => boolean): void {
   const deadline = nowMs() + ms;
@@ -187,16 +192,58 @@ const root = path.join(opt.dir, 'pool');
 const src = path.join(opt.dir, 'src');
 const plain = path.join(opt.dir, 'plain');
 
+/** Things to say under the table: a daemon that stopped answering, died, or had to be ended. */
+const warnings: string[] = [];
+/** Set once a thinfs command timed out: the daemon is wedged, later commands are not tried. */
+let wedged = '';
+
 function thinfs(...argv: string[]): string {
-  const r = spawnSync(process.execPath, [CLI, '--root', root, ...argv], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`thinfs ${argv.join(' ')} failed: ${(r.stderr || r.stdout).trim()}`);
+  if (wedged) throw new Error(`thinfs ${argv.join(' ')} not tried: ${wedged}`);
+  const timeoutS = argv[0] === 'import' ? Math.max(3600, opt.cliTimeoutS) : opt.cliTimeoutS;
+  const r = spawnSync(process.execPath, [CLI, '--root', root, ...argv], { encoding: 'utf8', timeout: timeoutS * 1000, killSignal: 'SIGTERM' });
+  if (r.error !== undefined && (r.error as NodeJS.ErrnoException).code === 'ETIMEDOUT') {
+    wedged = `\`thinfs ${argv.join(' ')}\` got no answer in ${timeoutS} s (daemon pid ${daemonPid() ?? 'none'})`;
+    warnings.push(`the thinfs daemon stopped answering: ${wedged}`);
+    throw new Error(wedged);
+  }
+  if (r.status !== 0) throw new Error(`thinfs ${argv.join(' ')} failed: ${(r.stderr || r.stdout || String(r.error ?? r.signal)).trim()}`);
   return r.stdout;
 }
+/** Every daemon pid seen for this pool: the cleanup makes sure each one has ended. */
+const daemons = new Set<number>();
 function daemonPid(): number | undefined {
+  let pid: number | undefined;
   try {
-    return Number(fs.readFileSync(path.join(root, 'run', 'daemon.pid'), 'utf8').trim()) || undefined;
+    pid = Number(fs.readFileSync(path.join(root, 'run', 'daemon.pid'), 'utf8').trim()) || undefined;
   } catch {
     return undefined;
+  }
+  if (pid !== undefined) daemons.add(pid);
+  return pid;
+}
+/**
+ * After every unmount: each daemon of this scratch pool should exit by itself (after its
+ * last mount); one that does not is ended by pid (SIGTERM, then SIGKILL), and whatever is
+ * still mounted under --dir is detached (umount -l) so the directory can go.
+ */
+function endDaemonsAndMounts(): void {
+  for (const pid of daemons) {
+    for (const sig of [undefined, 'SIGTERM', 'SIGKILL'] as const) {
+      if (sig !== undefined && alive(pid)) {
+        warnings.push(`the thinfs daemon ${pid} had to be ended with ${sig}`);
+        process.kill(pid, sig);
+      }
+      try {
+        waitUntil(`the thinfs daemon ${pid} to exit`, 10_000, () => !alive(pid));
+        break;
+      } catch {
+        /* next signal */
+      }
+    }
+  }
+  for (const mp of mountsUnder(opt.dir)) {
+    warnings.push(`${mp} was still mounted at the end: detached it (umount -l)`);
+    spawnSync('umount', ['-l', mp]);
   }
 }
 /** Creates (unless it exists) and mounts container `name` of image img; returns its mountpoint. */
@@ -343,7 +390,8 @@ const targets: Target[] = [];
 let treeFiles = 0;
 let treeBytes = 0;
 let importS = 0;
-let daemonDied = '';
+
+let setupError = '';
 
 const leftovers = mountsUnder(opt.dir);
 if (leftovers.length > 0) fatal(`${opt.dir} still has mounts from an earlier run (${leftovers.join(', ')}): unmount them first`);
@@ -596,7 +644,7 @@ try {
   // ---------------------------------------------------------------- rss: 1 and N mounted containers
   if (opt.only.has('rss')) {
     const pid0 = daemonPid();
-    if (pid0 !== firstDaemon || pid0 === undefined || !alive(pid0)) daemonDied = `the thinfs daemon (pid ${firstDaemon}) is gone or was replaced (now ${pid0 ?? 'none'})`;
+    if (pid0 !== firstDaemon || pid0 === undefined || !alive(pid0)) warnings.push(`the thinfs daemon (pid ${firstDaemon}) is gone or was replaced (now ${pid0 ?? 'none'})`);
     begin(`memory with 1 and ${opt.mounts} mounted containers`);
     const after = row('RSS of the thinfs daemon after the rows above', 'MiB', true, true);
     const one = row('RSS, 1 container mounted (fresh server)', 'MiB', true, true);
@@ -648,16 +696,30 @@ try {
     }
   } else {
     const pid = daemonPid();
-    if (pid !== firstDaemon || pid === undefined || !alive(pid)) daemonDied = `the thinfs daemon (pid ${firstDaemon}) is gone or was replaced (now ${pid ?? 'none'})`;
+    if (pid !== firstDaemon || pid === undefined || !alive(pid)) warnings.push(`the thinfs daemon (pid ${firstDaemon}) is gone or was replaced (now ${pid ?? 'none'})`);
   }
+} catch (err) {
+  // Setup failed (or a bug here): nothing to tabulate; the rows' own failures are caught per row.
+  setupError = (err as Error).message ?? String(err);
 } finally {
   unwind();
+  endDaemonsAndMounts();
+  const daemonLog = path.join(root, 'logs', 'daemon.log');
+  if ((warnings.length > 0 || rows.some((r) => Object.keys(r.errors).length > 0)) && fs.existsSync(daemonLog)) {
+    fs.copyFileSync(daemonLog, `${opt.dir}-daemon.log`);
+    warnings.push(`the daemon's log is kept in ${opt.dir}-daemon.log`);
+  }
   const left = mountsUnder(opt.dir);
   if (left.length > 0) console.error(`bench: ${opt.dir} kept: still mounted: ${left.join(', ')}`);
   else fs.rmSync(opt.dir, { recursive: true, force: true });
 }
 
 // ------------------------------------------------------------------ report
+
+if (setupError) {
+  for (const w of warnings) console.error(`bench: warning: ${w}`);
+  fatal(`failed: ${setupError}`);
+}
 
 const loadAfter = os.loadavg();
 const names = targets.map((t) => t.name);
@@ -695,7 +757,7 @@ if (opt.json) {
         machine: { cores: os.cpus().length, kernel: os.release(), loadBefore, loadAfter },
         tree: { path: opt.tree, files: treeFiles, bytes: treeBytes },
         importSeconds: importS,
-        daemonDied: daemonDied || undefined,
+        warnings,
         rows: rows.map((r) => ({
           metric: r.metric,
           unit: r.unit,
@@ -740,7 +802,7 @@ if (opt.json) {
     `thinfs benchmark (npm run bench${opt.quick ? ' -- --quick' : ''}) — ${label}`,
     `${new Date().toISOString()}; ${os.cpus().length} cores, kernel ${os.release()}; load average before ${load(loadBefore)}, after ${load(loadAfter)} (a shared machine: other work may run beside it); ${((nowMs() - started) / 1000).toFixed(0)} s in all`,
     `median of ${opt.runs} run(s), targets interleaved; fio psync QD1 on the image's ${bigName} file (reads) and on a fresh ${opt.sizeMiB} MiB file (writes; random jobs capped at ${opt.randRuntimeS} s); tree = ${opt.tree} (${treeFiles.toLocaleString('en-US')} files, ${(treeBytes / MiB).toFixed(0)} MiB); thinfs import of the image took ${importS.toFixed(1)} s`,
-    `thinfs: a container of an imported image; fuse-overlayfs ${overlayVersion ?? '(not installed)'}: -o lowerdir=SRC,upperdir=,workdir= over the same files; plain: a copy of them in a directory on the same disk`,
+    `thinfs: a container of an imported image; ${haveOverlay ? `fuse-overlayfs ${overlayVersion}: -o lowerdir=SRC,upperdir=,workdir= over the same files` : `fuse-overlayfs ${opt.overlay ? 'not installed' : 'left out (--no-overlay)'}`}; plain: a copy of them in a directory on the same disk`,
     'cold = sync + echo 3 > /proc/sys/vm/drop_caches first; warm = read once through the same target right before (fio --invalidate=0)',
     'ratios: thinfs÷overlay = thinfs ÷ fuse-overlayfs, thinfs÷plain = thinfs ÷ plain; for times (s, ms), bytes and MiB inverted (baseline ÷ thinfs), so > 1 always means thinfs is better (faster, smaller)',
     'CPU: utime+stime of the serving process during the measured operation ÷ its duration (100% = one core): the thinfs daemon, the fuse-overlayfs process',
@@ -751,6 +813,6 @@ if (opt.json) {
   console.log(table.toString());
   const errs = rows.flatMap((r) => Object.entries(r.errors).map(([n, e]) => `  ${r.metric} on ${n}: ${e}`));
   if (errs.length > 0) console.log(['errors:', ...errs].join('\n'));
-  if (daemonDied) console.log(`warning: ${daemonDied}`);
+  for (const w of warnings) console.log(`warning: ${w}`);
 }
-if (daemonDied || rows.some((r) => Object.keys(r.errors).length > 0)) process.exitCode = 1;
+if (warnings.length > 0 || rows.some((r) => Object.keys(r.errors).length > 0)) process.exitCode = 1;
