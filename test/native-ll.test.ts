@@ -19,6 +19,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LowLevelSession, type LowLevelHandlers, type LowLevelOptions } from '../src/fuse/lowlevel.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const VITE_NODE = path.join(ROOT, 'node_modules', 'vite-node', 'vite-node.mjs');
@@ -491,5 +492,41 @@ describe.skipIf(!hasFuse)('the end of a low-level session', () => {
     const at = await m.unmounted;
     expect(at).toBeGreaterThan(0);
     expect(mounted(m.mountpoint)).toBe(false);
+  });
+});
+
+describe.skipIf(!hasFuse)('a low-level mount that cannot be made', () => {
+  // Nothing gets mounted here, so this process may try it itself.
+  const handlers = {
+    lookup: () => {
+      throw new Error('not reached');
+    },
+    forget: () => {},
+    getattr: () => {
+      throw new Error('not reached');
+    },
+  } satisfies LowLevelHandlers;
+  const options = (mountOptions: string[]): LowLevelOptions => ({
+    name: 'refused',
+    mountOptions,
+    entryTimeout: 1,
+    attrTimeout: 1,
+    negativeTimeout: 0,
+    writebackCache: true,
+  });
+
+  it('rejects an option libfuse does not know, with its reason', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'thinfs-ll-bad-'));
+    try {
+      await expect(LowLevelSession.mount(dir, handlers, options(['no_such_option']))).rejects.toThrow(/unknown option.*no_such_option/);
+      expect(mounted(dir)).toBe(false);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('rejects a missing mountpoint, with its reason', async () => {
+    const missing = path.join(os.tmpdir(), `thinfs-ll-missing-${process.pid}`);
+    await expect(LowLevelSession.mount(missing, handlers, options([]))).rejects.toThrow(/failed to access mountpoint.*No such file or directory/);
   });
 });

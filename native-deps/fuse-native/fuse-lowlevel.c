@@ -210,26 +210,38 @@ struct ll_session {
 static double *shared_args = NULL;
 static napi_ref shared_args_ref = NULL;
 
-/* libfuse's last log line, for error messages (mount failures, bad options). */
+/* libfuse's last error line, for error messages (mount failures, bad options). libfuse
+   writes some lines in pieces (fuse_log per word), so pieces are joined up to '\n'. */
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_log[512];
+static char log_line[512];
 
 static void ll_log(enum fuse_log_level level, const char *fmt, va_list ap) {
-  char line[512];
-  vsnprintf(line, sizeof(line), fmt, ap);
-  fputs(line, stderr);
-  if (level <= FUSE_LOG_ERR) {
-    pthread_mutex_lock(&log_lock);
-    snprintf(last_log, sizeof(last_log), "%s", line);
-    size_t n = strlen(last_log);
-    while (n > 0 && (last_log[n - 1] == '\n' || last_log[n - 1] == ' ')) last_log[--n] = 0;
-    pthread_mutex_unlock(&log_lock);
+  char piece[512];
+  vsnprintf(piece, sizeof(piece), fmt, ap);
+  fputs(piece, stderr);
+  if (level > FUSE_LOG_ERR) return;
+  pthread_mutex_lock(&log_lock);
+  size_t used = strlen(log_line);
+  snprintf(log_line + used, sizeof(log_line) - used, "%s", piece);
+  size_t n = strlen(log_line);
+  if (n > 0 && log_line[n - 1] == '\n') {
+    while (n > 0 && (log_line[n - 1] == '\n' || log_line[n - 1] == ' ')) log_line[--n] = 0;
+    memcpy(last_log, log_line, n + 1);
+    log_line[0] = 0;
   }
+  pthread_mutex_unlock(&log_lock);
 }
 
 static void copy_last_log(char *out, size_t size) {
   pthread_mutex_lock(&log_lock);
-  snprintf(out, size, "%s", last_log);
+  snprintf(out, size, "%s", last_log[0] ? last_log : log_line);
+  pthread_mutex_unlock(&log_lock);
+}
+
+static void clear_last_log(void) {
+  pthread_mutex_lock(&log_lock);
+  last_log[0] = log_line[0] = 0;
   pthread_mutex_unlock(&log_lock);
 }
 
@@ -1610,7 +1622,7 @@ static napi_value ll_mount(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&s->nlock, NULL);
   pthread_cond_init(&s->ncond, NULL);
 
-  last_log[0] = 0;
+  clear_last_log();
   s->se = fuse_session_new(&args, &ops, sizeof(ops), s);
   fuse_opt_free_args(&args);
   if (s->se == NULL) {
