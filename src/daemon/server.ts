@@ -80,6 +80,7 @@ class Daemon {
   private timedCommits = 0;
   private timers: NodeJS.Timeout[] = [];
   private stopping = false;
+  private committing = false;
   private resolveDone!: (code: number) => void;
   readonly done = new Promise<number>((resolve) => (this.resolveDone = resolve));
 
@@ -100,7 +101,7 @@ class Daemon {
     };
     this.server = await listenControl(this.root, control({ root: this.root, pool: this.pool, mounts: service }));
     writePid(this.root);
-    this.timers.push(setInterval(() => this.commitTick(), COMMIT_INTERVAL_MS));
+    this.timers.push(setInterval(() => void this.commitTick(), COMMIT_INTERVAL_MS));
     this.timers.push(setInterval(() => this.pruneTick(), PRUNE_INTERVAL_MS));
     for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(sig, () => void this.stop(`${sig}`));
     // The adapter never throws into fuse-native; should anything else escape (or a log or
@@ -125,14 +126,21 @@ class Daemon {
     };
   }
 
-  private commitTick(): void {
+  private async commitTick(): Promise<void> {
     // In fail mode nothing more is written (pool.ts): a failed commit is never retried.
-    if (!this.pool.dirty() || this.pool.mode() === 'fail') return;
+    if (this.committing || !this.pool.dirty() || this.pool.mode() === 'fail') return;
+    this.committing = true;
     try {
+      // Data pages go back in the thread pool first, so the commit holds the event loop
+      // (and every mount's requests) only briefly.
+      await this.pool.flushDataAsync();
+      if (this.stopping || !this.pool.dirty() || this.pool.mode() === 'fail') return;
       this.pool.commit();
       this.timedCommits += 1;
     } catch (err) {
       log.error({ err }, 'timed commit failed');
+    } finally {
+      this.committing = false;
     }
   }
 

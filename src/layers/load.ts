@@ -24,7 +24,6 @@
  * tar import gives the event loop a turn every 20 ms (tar.ts), so mounts stay served.
  */
 import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
 import { fail } from '../errors.js';
 import { Filesystem } from '../fs/index.js';
 import { logger } from '../log.js';
@@ -360,23 +359,9 @@ async function importLayer(pool: Pool, target: Filesystem, store: FileStore, lay
   return stats;
 }
 
-/**
- * Write back the data file's dirty pages in the thread pool, so that the synchronous
- * fdatasync of the next commit (the load's, or the daemon's batched one) finds little to
- * do: measured, a commit after 64 MiB of layer data held the event loop ~100 ms, and
- * every mount of the daemon with it. fdatasync on any descriptor of the file flushes it.
- * Best effort: a failure here is the commit's to report.
- */
-async function flushData(pool: Pool): Promise<void> {
-  let fh: fs.promises.FileHandle | undefined;
-  try {
-    fh = await fs.promises.open(pool.dataFile, 'r');
-    await fh.datasync();
-  } catch {
-    /* the commit reports real trouble */
-  } finally {
-    await fh?.close().catch(() => undefined);
-  }
+/** Write back the data file's dirty pages off the JS thread (Pool.flushDataAsync says why). */
+function flushData(pool: Pool): Promise<void> {
+  return pool.flushDataAsync();
 }
 
 /** `input` unchanged, with a flushData every FLUSH_EVERY_BYTES of it (`count` counts them). */

@@ -469,6 +469,14 @@ export class Pool implements BlockPool {
     this.data.punchBlocks(freed);
   }
 
+  /**
+   * Write the data file's dirty pages back off the JS thread (see DataFile.flushAsync), so
+   * that a following commit() holds the thread briefly. Durability still comes from commit().
+   */
+  flushDataAsync(): Promise<void> {
+    return this.data.flushAsync();
+  }
+
   /** Roll back everything since the last commit; in-memory state is reloaded from metadata. */
   abort(): void {
     if (this.opDepth > 0) throw new Error('Pool.abort() inside an operation');
