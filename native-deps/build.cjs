@@ -10,7 +10,7 @@
 //    adds a libfuse3 low-level mode (Fuse.LowLevel). The reasons are written at
 //    the top of the patch file.
 // 2. Copies the low-level mode's sources, whole files kept in
-//    native-deps/fuse-native/ (fuse-lowlevel.c, lowlevel.js), into fuse-native.
+//    native-deps/fuse-native/ (fuse-lowlevel*.{c,h}, lowlevel.js), into fuse-native.
 // 3. Rebuilds fuse-native from source with node-gyp: build/Release/fuse.node
 //    (libfuse2) and build/Release/fuse_lowlevel.node (libfuse3).
 //    node-gyp-build prefers build/Release/fuse.node over prebuilds/, so the
@@ -45,7 +45,7 @@ const FUSE_NATIVE_VERSION = '2.2.6';
  * of build/Release in name order, fuse.node ('.' sorts before '_'); verify() checks it.
  */
 const LOWLEVEL_NODE = 'build/Release/fuse_lowlevel.node';
-/** What the low-level binding must export (fuse-lowlevel.c). */
+/** What the low-level binding must export (fuse-lowlevel.c, fuse-lowlevel-replies.c). */
 const LOWLEVEL_EXPORTS = [
   'mount', 'unmount', 'notify', 'stats', 'reply_err', 'reply_entry', 'reply_create', 'reply_attr',
   'reply_readlink', 'reply_open', 'reply_write', 'reply_buf', 'reply_iov', 'reply_data',

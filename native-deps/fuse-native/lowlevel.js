@@ -2,7 +2,7 @@
 // thinfs: fuse-native's libfuse3 low-level (inode-based) mode.
 //
 // Copied into node_modules/fuse-native by native-deps/build.cjs; the binding is
-// build/Release/fuse_lowlevel.node (fuse-lowlevel.c, linked against the system
+// build/Release/fuse_lowlevel.node (fuse-lowlevel*.c, linked against the system
 // libfuse3). Threads, batching and why notifications never run on this thread: see the
 // top of fuse-lowlevel.c.
 //
