@@ -22,6 +22,9 @@
  * /dev for root and rootless alike; sysfs can't be mounted without a network namespace
  * of its own, so /sys is the host's, bound read-only.
  *
+ * Until the setup is done its stderr is a pipe to thinfs, so a failure there (a mount
+ * refused) is one line of thinfs, not an exit status of the container (spawn.ts).
+ *
  * Mount targets are resolved inside the view first (rootfs.ts), so an image's symlink
  * can't point a mount at a host path. The mount namespace is private: nothing of this
  * propagates to the host, and it all goes when the last process of the container ends.
@@ -57,8 +60,12 @@ while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
 done
 shift
 "$HOSTNAME_BIN" "$HOSTNAME_VALUE"
-exec "$@"
+echo "$SETUP_DONE" >&2
+exec "$@" 2>&3 3>&-
 `;
+
+/** The line the setup writes when the container is ready (spawn.ts: setupDone). */
+const SETUP_DONE = 'thinfs-run: setup done';
 
 /** Run `c` in new namespaces chrooted into the view; resolves with the container's exit status. */
 export function runChroot(c: ContainerSpec): Promise<number> {
@@ -90,11 +97,12 @@ export function runChroot(c: ContainerSpec): Promise<number> {
     HOSTNAME_VALUE: c.hostname,
     DEVICES: DEVICES.join(' '),
     DEVPTS_GID: rootless ? '' : ',gid=5',
+    SETUP_DONE,
     T_PROC: inRoot(c.rootfs, '/proc'),
     T_DEV: inRoot(c.rootfs, '/dev'),
     T_SYS: inRoot(c.rootfs, '/sys'),
   };
   const sh = requireProgram('sh', 'dash');
   // The container's init is the child unshare forks (signals sent to unshare itself are blocked while it waits).
-  return runForeground(unshare, [...outer, '--', sh, '-c', SETUP, 'thinfs-run', ...binds, '--', ...inner], { env, targets: childrenOf });
+  return runForeground(unshare, [...outer, '--', sh, '-c', SETUP, 'thinfs-run', ...binds, '--', ...inner], { env, targets: childrenOf, setupDone: SETUP_DONE });
 }

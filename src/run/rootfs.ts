@@ -9,7 +9,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { fail } from '../errors.js';
+import { constants } from 'node:os';
+import { fail, type ErrnoCode } from '../errors.js';
 
 /** Symlinks followed in one path before giving up (the kernel's limit). */
 const MAX_LINKS = 40;
@@ -72,11 +73,17 @@ export function createMountpoints(rootfs: string, points: readonly Mountpoint[])
   for (const m of points) {
     const host = inRoot(rootfs, m.path);
     if (fs.existsSync(host)) continue;
-    // inRoot resolved every symlink up to the first name that does not exist: what is
-    // created from there on are plain new directories, all inside the rootfs.
-    fs.mkdirSync(path.dirname(host), { recursive: true, mode: 0o755 });
-    if (m.kind === 'dir') fs.mkdirSync(host, { mode: 0o755 });
-    else fs.closeSync(fs.openSync(host, 'wx', 0o644));
+    try {
+      // inRoot resolved every symlink up to the first name that does not exist: what is
+      // created from there on are plain new directories, all inside the rootfs.
+      fs.mkdirSync(path.dirname(host), { recursive: true, mode: 0o755 });
+      if (m.kind === 'dir') fs.mkdirSync(host, { mode: 0o755 });
+      else fs.closeSync(fs.openSync(host, 'wx', 0o644));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      const errno = code !== undefined && code in constants.errno ? (code as ErrnoCode) : 'EIO';
+      throw fail(errno, 'run', m.path, `cannot create ${m.path} in the container to mount onto (${(err as Error).message})`);
+    }
   }
 }
 

@@ -4,7 +4,7 @@
  * a user sends `thinfs run` (SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2) go to the
  * container instead of ending this process — which must live on to unmount the view.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
 import { fail } from '../errors.js';
@@ -15,14 +15,35 @@ const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2
 /** How signals reach the container: the runtime's pid -> the pids to signal. */
 export type SignalTargets = (runtimePid: number) => number[];
 
-/**
- * Run `file argv` with our stdio and the environment `env` (default: only the system
- * PATH); resolves with its exit status. Signals go to `targets(pid)` (default: the
- * runtime itself, which proxies them, as `runc run` does).
- */
-export function runForeground(file: string, argv: string[], opts: { env?: NodeJS.ProcessEnv; targets?: SignalTargets } = {}): Promise<number> {
+/** How `runForeground` starts a runtime. */
+export interface ForegroundOptions {
+  /** The runtime's environment (default: only the system PATH). */
+  env?: NodeJS.ProcessEnv;
+  /** Who gets forwarded signals (default: the runtime itself, which proxies them, as `runc run` does). */
+  targets?: SignalTargets;
+  /**
+   * The runtime sets the container up itself before exec'ing its process (chroot.ts): its
+   * stderr is a pipe until it writes this line there and moves stderr to fd 3 (ours).
+   * Ending before that line is a failed setup — rejected with its last line of output —
+   * not an exit status of the container.
+   */
+  setupDone?: string;
+}
+
+/** Run `file argv` with our stdio; resolves with its exit status (see the top of the file). */
+export function runForeground(file: string, argv: string[], opts: ForegroundOptions = {}): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, { stdio: 'inherit', env: opts.env ?? { PATH: SYSTEM_PATH } });
+    const stdio: StdioOptions = opts.setupDone === undefined ? 'inherit' : ['inherit', 'inherit', 'pipe', 2];
+    const child = spawn(file, argv, { stdio, env: opts.env ?? { PATH: SYSTEM_PATH } });
+    let setup = opts.setupDone === undefined ? undefined : '';
+    child.stderr?.on('data', (d: Buffer) => {
+      if (setup === undefined) return void process.stderr.write(d);
+      setup += d.toString();
+      const at = setup.indexOf(`${opts.setupDone}\n`);
+      if (at < 0) return;
+      process.stderr.write(setup.slice(at + opts.setupDone!.length + 1));
+      setup = undefined;
+    });
     const forward = (signal: NodeJS.Signals) => {
       if (child.pid === undefined) return;
       for (const pid of (opts.targets ?? ((p) => [p]))(child.pid)) {
@@ -41,9 +62,15 @@ export function runForeground(file: string, argv: string[], opts: { env?: NodeJS
       done();
       reject(fail('ENOENT', 'run', file, `cannot start ${file}: ${err.message}`));
     });
-    child.once('exit', (code, signal) => {
+    // 'close', not 'exit': the setup's output is all read by then.
+    child.once('close', (code, signal) => {
       done();
-      resolve(code ?? (signal === null ? 1 : 128 + (constants.signals[signal] ?? 0)));
+      const status = code ?? (signal === null ? 1 : 128 + (constants.signals[signal] ?? 0));
+      if (setup === undefined) return resolve(status);
+      // mount(8) ends its message with a hint to read dmesg: the line before says what failed.
+      const lines = setup.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('dmesg(1) may have more information'));
+      const last = lines.pop() ?? `exit status ${status}`;
+      reject(fail('EIO', 'run', file, `setting up the container failed: ${last}`));
     });
   });
 }

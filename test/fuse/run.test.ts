@@ -146,10 +146,11 @@ describe.skipIf(why !== undefined)('thinfs run as root', () => {
       });
       let stderr = '';
       child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      const ready = await Promise.race([new Promise<boolean>((resolve) => child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve(true))), exited.then(() => false)]);
+      expect(ready, stderr).toBe(true);
       child.kill('SIGTERM');
-      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-      expect(code, stderr).toBe(3);
+      expect(await exited, stderr).toBe(3);
       expect(thinfsMounts()).toEqual([]);
       expect(await devices()).toEqual(['busybox']);
     });
@@ -172,6 +173,22 @@ describe.skipIf(why !== undefined)('thinfs run as root', () => {
     expect(piped.code).toBe(1);
     expect(piped.errLines).toEqual([expect.stringMatching(/^thinfs: ENOTTY: -t needs a terminal on stdin/)]);
     expect(thinfsMounts()).toEqual([]);
+  });
+
+  it('chroot: a failed setup (a container whose /proc is a file) is one line and exit 1, not an exit status, and leaves no mount', async () => {
+    expect((await t.cli('create', 'procfile', 'busybox')).code).toBe(0);
+    const mp = await t.mount('procfile');
+    try {
+      fs.rmdirSync(path.join(mp, 'proc'));
+      fs.writeFileSync(path.join(mp, 'proc'), '');
+    } finally {
+      await t.umount('procfile');
+    }
+    const r = await t.cli('run', '--runtime', 'chroot', 'procfile', '--', '/bin/true');
+    expect(r.code).toBe(1);
+    expect(r.errLines).toEqual([expect.stringMatching(/^thinfs: EIO: setting up the container failed: mount: .*proc/)]);
+    expect(thinfsMounts()).toEqual([]);
+    expect((await t.cli('rm', 'procfile')).code).toBe(0);
   });
 
   it('refuses an unknown image and bad options with one line', async () => {
