@@ -116,6 +116,8 @@ describe.skipIf(why !== undefined)('thinfs run as root', () => {
       const name = `keep-${runtime}`;
       const r = await run(...busyboxRun(name), '--', '/bin/sh', '-c', 'echo kept > /kept; exit 7');
       expect(r.code).toBe(7);
+      expect((await run('busybox', '--rm', '--', '/no/such/program')).code).toBe(127); // as a shell and podman report it
+      expect((await run('busybox', '--rm', '--', '/etc/motd')).code).toBe(126);
       expect(thinfsMounts()).toEqual([]);
       expect(await devices()).toEqual(['busybox', name]);
       // Again on the same container: it is still there, and the bound /etc files were mountpoints only.
