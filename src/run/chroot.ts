@@ -30,7 +30,7 @@
  * propagates to the host, and it all goes when the last process of the container ends.
  */
 import { CAPABILITIES, DEVICES, type ContainerSpec } from './container.js';
-import { requireProgram } from './programs.js';
+import { requireProgram, SYSTEM_PATH } from './programs.js';
 import { inRoot } from './rootfs.js';
 import { childrenOf, runForeground } from './spawn.js';
 
@@ -89,7 +89,7 @@ export function runChroot(c: ContainerSpec): Promise<number> {
   ];
 
   const env: NodeJS.ProcessEnv = {
-    PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+    PATH: SYSTEM_PATH,
     MOUNT: requireProgram('mount', 'mount'),
     MKDIR: requireProgram('mkdir', 'coreutils'),
     LN: requireProgram('ln', 'coreutils'),
