@@ -1,8 +1,9 @@
 #!/bin/sh
 # `npm start`: thinfs's main job. A thin pool in ./.thinfs (or $THINFS_ROOT), created on
 # the first run; a busybox image imported once (built from Debian's busybox-static);
-# then a fresh container of it runs a command rootless (user + mount + pid namespaces,
-# chrooted into the FUSE view) and is removed; last, the pool's `thinfs info`.
+# then a fresh container of it runs a command in the FUSE view (`thinfs run`: through runc
+# when it is installed — the install step brings it — else user + mount + pid namespaces
+# and a chroot; rootless for a non-root user) and is removed; last, the pool's `thinfs info`.
 set -eu
 cd "$(dirname "$0")/.."
 
