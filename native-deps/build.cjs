@@ -47,7 +47,7 @@ const FUSE_NATIVE_VERSION = '2.2.6';
 const LOWLEVEL_NODE = 'build/Release/fuse_lowlevel.node';
 /** What the low-level binding must export (fuse-lowlevel.c, fuse-lowlevel-replies.c). */
 const LOWLEVEL_EXPORTS = [
-  'mount', 'unmount', 'notify', 'stats', 'reply_err', 'reply_entry', 'reply_create', 'reply_attr',
+  'mount', 'unmount', 'notify', 'stats', 'nocap', 'reply_err', 'reply_entry', 'reply_create', 'reply_attr',
   'reply_readlink', 'reply_open', 'reply_write', 'reply_buf', 'reply_iov', 'reply_data',
   'reply_statfs', 'reply_xattr', 'reply_lseek', 'reply_readdir',
 ];

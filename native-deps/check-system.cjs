@@ -79,9 +79,10 @@ const WANTED = [
   // `thinfs run`: the OCI runtime (in /usr/sbin, off a user's PATH); its fallback sets the hostname with hostname(1)
   { pkg: 'runc', present: () => ['/usr/sbin/runc', '/usr/bin/runc'].some((f) => fs.existsSync(f)) },
   { pkg: 'hostname', present: () => fs.existsSync('/bin/hostname') || fs.existsSync('/usr/bin/hostname') },
-  // tests: fio verify jobs, setfattr/getfattr, GNU tar; bench: fuse-overlayfs comparison
+  // tests: fio verify jobs, setfattr/getfattr, setcap/getcap (native-ll), GNU tar; bench: fuse-overlayfs comparison
   { pkg: 'fio', present: () => onPath('fio') },
   { pkg: 'attr', present: () => onPath('setfattr') && onPath('getfattr') },
+  { pkg: 'libcap2-bin', present: () => ['/sbin/setcap', '/usr/sbin/setcap'].some((f) => fs.existsSync(f)) },
   { pkg: 'tar', present: () => onPath('tar') },
   { pkg: 'fuse-overlayfs', present: () => onPath('fuse-overlayfs') },
   // tests: real OCI/docker images built at test time (umoci) and copied between formats (skopeo)

@@ -41,7 +41,7 @@ interface Stats {
   forgets: [number, number][];
   createFlags: number[];
   openFlags: number[];
-  session: { requests: number; batches: number; maxBatch: number; outstanding: number };
+  session: { requests: number; batches: number; maxBatch: number; outstanding: number; nocapHits: number };
 }
 
 interface NodeInfo {
@@ -305,6 +305,33 @@ describe.skipIf(!hasFuse)('fuse-native low-level mode (libfuse3) on a real mount
     const gone = run('getfattr', '-n', 'user.colour', p);
     expect(gone.status).not.toBe(0);
     expect(gone.stderr).toMatch(/No such attribute/);
+  });
+
+  it('answers the security.capability lookup before each write in C once JS said there is none', async () => {
+    const p = path.join(mnt, 'many-writes');
+    fs.writeFileSync(p, '');
+    const fd = fs.openSync(p, 'r+');
+    try {
+      fs.writeSync(fd, 'first', 0); // the kernel asks JS once: ENODATA, remembered
+      await memfs.reset();
+      const before = (await memfs.stats()).session.nocapHits;
+      for (let i = 0; i < 300; i++) fs.writeSync(fd, 'abcd', i * 4096);
+      const s = await memfs.stats();
+      expect(s.counts.getxattr ?? 0).toBe(0);
+      expect(s.session.nocapHits - before).toBeGreaterThanOrEqual(300);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it.skipIf(!isRoot)('still drops a file capability on write once one is set (no stale answer)', () => {
+    const p = path.join(mnt, 'capped');
+    fs.writeFileSync(p, 'x');
+    fs.writeFileSync(p, 'y'); // marked: no security.capability
+    expect(spawnSync('setcap', ['cap_net_raw+ep', p], { encoding: 'utf8' })).toMatchObject({ status: 0, stderr: '' });
+    expect(spawnSync('getcap', [p], { encoding: 'utf8' }).stdout).toMatch(/cap_net_raw=ep/);
+    fs.appendFileSync(p, 'z'); // the kernel must see the capability and remove it
+    expect(spawnSync('getcap', [p], { encoding: 'utf8' }).stdout).toBe('');
   });
 
   it('answers statfs', () => {

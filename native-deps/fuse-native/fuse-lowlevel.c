@@ -217,6 +217,8 @@ void session_release(ll_session_t *s) {
   if (--s->refs > 0) return;
   pthread_mutex_destroy(&s->qlock);
   pthread_mutex_destroy(&s->nlock);
+  pthread_mutex_destroy(&s->nocap_lock);
+  free(s->nocap);
   pthread_cond_destroy(&s->ncond);
   free(s->mountpoint);
   free(s);
@@ -363,6 +365,7 @@ static napi_value ll_mount(napi_env env, napi_callback_info info) {
   s->clone_fd = (int) prop_num(env, argv[2], "cloneFd", 0);
   pthread_mutex_init(&s->qlock, NULL);
   pthread_mutex_init(&s->nlock, NULL);
+  pthread_mutex_init(&s->nocap_lock, NULL);
   pthread_cond_init(&s->ncond, NULL);
 
   clear_last_log();
@@ -464,17 +467,38 @@ static napi_value ll_notify(napi_env env, napi_callback_info info) {
   return js_num(env, 0);
 }
 
-/* stats(session) -> [requests dispatched to JS, wake-ups that carried requests, largest batch, requests JS holds] */
+/* nocap(session, ino, none): ino has no security.capability (none = true), or may have
+   one (false); nocap(session) forgets every inode (thinfs changed files behind the kernel). */
+static napi_value ll_nocap(napi_env env, napi_callback_info info) {
+  ARGS(3)
+  ll_session_t *s = session_of(env, argv[0]);
+  if (s == NULL) return NULL;
+  napi_valuetype t;
+  napi_typeof(env, argv[1], &t);
+  if (t == napi_undefined) {
+    nocap_clear(s);
+  } else {
+    bool none = false;
+    napi_get_value_bool(env, argv[2], &none);
+    nocap_set(s, (uint64_t) num_of(env, argv[1], 0), none);
+  }
+  return js_bool(env, 1);
+}
+
+/* stats(session) -> [requests dispatched to JS, wake-ups that carried requests, largest batch, requests JS holds, getxattr answered in C] */
 static napi_value ll_stats(napi_env env, napi_callback_info info) {
   ARGS(1)
   ll_session_t *s = session_of(env, argv[0]);
   if (s == NULL) return NULL;
   napi_value arr;
-  napi_create_array_with_length(env, 4, &arr);
+  napi_create_array_with_length(env, 5, &arr);
   napi_set_element(env, arr, 0, js_num(env, (double) s->stat_requests));
   napi_set_element(env, arr, 1, js_num(env, (double) s->stat_batches));
   napi_set_element(env, arr, 2, js_num(env, (double) s->stat_max_batch));
   napi_set_element(env, arr, 3, js_num(env, (double) s->outstanding));
+  pthread_mutex_lock(&s->nocap_lock);
+  napi_set_element(env, arr, 4, js_num(env, (double) s->stat_nocap_hits));
+  pthread_mutex_unlock(&s->nocap_lock);
   return arr;
 }
 
@@ -509,6 +533,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
   set_fn(env, exports, "unmount", ll_unmount);
   set_fn(env, exports, "notify", ll_notify);
   set_fn(env, exports, "stats", ll_stats);
+  set_fn(env, exports, "nocap", ll_nocap);
   ll_export_replies(env, exports);
 
   napi_value ops, ev, caps, set, layout;

@@ -158,6 +158,12 @@ struct ll_session {
   /* the later C hot path: serve READ/WRITE in the worker; NULL = everything goes to JS */
   ll_read_hook_t read_hook;
   ll_write_hook_t write_hook;
+
+  /* Inodes known to have no security.capability xattr (fuse-lowlevel-requests.c). */
+  pthread_mutex_t nocap_lock;
+  uint64_t *nocap;         /* open addressing, 0 = empty slot (nodeid 0 is never used) */
+  size_t nocap_size, nocap_used;
+  uint64_t stat_nocap_hits;
 };
 
 /* The argument array shared with JS (fuse-lowlevel-dispatch.c; created by the module). */
@@ -172,6 +178,10 @@ ll_item_t *item_new(ll_session_t *s, fuse_req_t req, int kind, size_t tail);
 void enqueue(ll_session_t *s, ll_item_t *it);
 /* Posts an event (no request) to the JS thread. */
 void post_event(ll_session_t *s, int kind, double a0, double a1, const char *msg);
+
+/* Marks / unmarks ino as having no security.capability (any thread). */
+void nocap_set(ll_session_t *s, uint64_t ino, int none);
+void nocap_clear(ll_session_t *s);
 
 /* ---- fuse-lowlevel-dispatch.c (JS thread) ---- */
 

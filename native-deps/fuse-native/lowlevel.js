@@ -353,11 +353,22 @@ class FuseLowLevel extends EventEmitter {
     this._notifyCbs.set(token, cb)
   }
 
-  /** { requests, batches, maxBatch, outstanding }: requests dispatched to JS, the wake-ups that carried them, the largest batch, requests not yet answered. */
+  /**
+   * Tells the C side that ino has no security.capability xattr (none = true), so the
+   * GETXATTR the kernel sends before every write(2) is answered without JS; false when it
+   * may have one (call before a setxattr/removexattr of it takes effect); no ino: forget all.
+   */
+  noSecurityCapability (ino, none) {
+    if (this._session === null || this.ended) return
+    if (ino === undefined) binding.nocap(this._session)
+    else binding.nocap(this._session, ino, none !== false)
+  }
+
+  /** { requests, batches, maxBatch, outstanding, nocapHits }: requests dispatched to JS, the wake-ups that carried them, the largest batch, requests not yet answered, getxattr answered in C. */
   stats () {
-    if (this._session === null) return { requests: 0, batches: 0, maxBatch: 0, outstanding: 0 }
-    const [requests, batches, maxBatch, outstanding] = binding.stats(this._session)
-    return { requests, batches, maxBatch, outstanding }
+    if (this._session === null) return { requests: 0, batches: 0, maxBatch: 0, outstanding: 0, nocapHits: 0 }
+    const [requests, batches, maxBatch, outstanding, nocapHits] = binding.stats(this._session)
+    return { requests, batches, maxBatch, outstanding, nocapHits }
   }
 
   _event (kind, message) {

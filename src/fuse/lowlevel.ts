@@ -37,6 +37,11 @@
  *    until forget, and the handle until release.
  *  - readdir/readdirplus get `offset` 0 first, then the `offset` of the last entry the
  *    kernel consumed; each entry's `offset` is the cookie of the entry AFTER it.
+ *  - The kernel asks for security.capability before every write(2) (FUSE turns SB_NOSEC
+ *    off). When getxattr answers ENODATA for it synchronously, the binding remembers the
+ *    inode and answers that GETXATTR itself in the worker thread, without JS; the mark
+ *    goes before any setxattr/removexattr of that name reaches the handler, and on forget.
+ *    Whoever changes an xattr behind the kernel calls dropCapabilityCache().
  *  - Kernel notifications (invalInode, invalEntry, notifyDelete) run on the binding's
  *    notifier thread: the kernel may wait inside them for requests that only this
  *    thread answers (writeback of dirty pages, a directory lock held by a lookup).
@@ -291,12 +296,13 @@ export interface ConnInfo {
   timeGran: number;
 }
 
-/** Counters of the binding: requests dispatched to JS, the wake-ups that carried them, the largest batch, requests unanswered now. */
+/** Counters of the binding: requests dispatched to JS, the wake-ups that carried them, the largest batch, requests unanswered now, security.capability lookups answered in C. */
 export interface SessionStats {
   requests: number;
   batches: number;
   maxBatch: number;
   outstanding: number;
+  nocapHits: number;
 }
 
 // ------------------------------------------------------------------ the binding (lowlevel.js), typed
@@ -343,6 +349,7 @@ interface RawSession {
   notifyInvalEntry(parent: number, name: ByteString, cb: RawCb): void;
   notifyDelete(parent: number, child: number, name: ByteString, cb: RawCb): void;
   stats(): SessionStats;
+  noSecurityCapability(ino?: number, none?: boolean): void;
   on(event: 'unmounted', listener: (code: number) => void): void;
 }
 
@@ -411,7 +418,9 @@ export class LowLevelSession {
     (options.handleKillpriv === true ? want : unwant).push('HANDLE_KILLPRIV');
     (options.splice === true ? want : unwant).push('SPLICE_WRITE', 'SPLICE_MOVE');
     if (options.readdirplus === 'always') unwant.push('READDIRPLUS_AUTO');
-    const session = new FuseLowLevel(mountpoint, adapt(handlers, options), {
+    let raw: RawSession | undefined; // handlers run only once mounted
+    const capabilities = (ino: number, none: boolean): void => raw?.noSecurityCapability(ino, none);
+    const session = new FuseLowLevel(mountpoint, adapt(handlers, options, capabilities), {
       options: options.mountOptions,
       debug: options.debug === true,
       want,
@@ -424,6 +433,7 @@ export class LowLevelSession {
       maxIdleThreads: options.maxIdleThreads ?? 2,
       cloneFd: options.cloneFd === true,
     });
+    raw = session;
     const conn = await new Promise<ConnInfo>((resolve, reject) => session.mount((err, c) => (err ? reject(err) : resolve(c))));
     log.info({ mount: options.name, mountpoint, conn }, 'mounted (libfuse3 low-level)');
     return new LowLevelSession(options.name, mountpoint, conn, session);
@@ -469,6 +479,11 @@ export class LowLevelSession {
     return new Promise((resolve, reject) => this.session.notifyDelete(parent, child, name, (err) => (err ? reject(err) : resolve())));
   }
 
+  /** Forgets which inodes have no security.capability (after thinfs changed xattrs behind the kernel: commit, import). */
+  dropCapabilityCache(): void {
+    this.session.noSecurityCapability();
+  }
+
   /** The binding's counters (requests, batches, ...). */
   stats(): SessionStats {
     return this.session.stats();
@@ -479,8 +494,15 @@ export class LowLevelSession {
 
 const isPromise = <T>(v: Reply<T>): v is Promise<T> => typeof (v as { then?: unknown } | null)?.then === 'function';
 
-/** The binding's handlers for a typed table: decode, one call, one reply (and the lookup-count repairs). */
-function adapt(h: LowLevelHandlers, opts: LowLevelOptions): Record<string, RawHandler> {
+const SECURITY_CAPABILITY = 'security.capability';
+const ENODATA = osConstants.errno.ENODATA;
+
+/**
+ * The binding's handlers for a typed table: decode, one call, one reply (and the
+ * lookup-count repairs). `capabilities(ino, none)` tells the binding whether ino is known
+ * to have no security.capability.
+ */
+function adapt(h: LowLevelHandlers, opts: LowLevelOptions, capabilities: (ino: number, none: boolean) => void): Record<string, RawHandler> {
   const { reply, FuseLowLevel } = loadLowLevel();
   const SET = FuseLowLevel.SET;
   const debug = log.isLevelEnabled('debug');
@@ -497,7 +519,8 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions): Record<string, RawHa
 
   /**
    * Runs one handler call and sends its answer with `send`; a throw or a rejection is
-   * answered with its errno (`onError` may answer otherwise, e.g. a negative entry).
+   * answered with its errno (`onError` may answer otherwise, e.g. a negative entry; `sync`
+   * says the handler threw before returning).
    */
   function run<T>(
     op: string,
@@ -506,7 +529,7 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions): Record<string, RawHa
     name: ByteString | undefined,
     call: () => Reply<T>,
     send: (v: T) => void,
-    onError?: (errno: number) => boolean,
+    onError?: (errno: number, sync: boolean) => boolean,
   ): void {
     const t0 = performance.now();
     const ok = (v: T): void => {
@@ -520,19 +543,19 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions): Record<string, RawHa
       }
       finish(op, ino, name, 0, t0);
     };
-    const bad = (err: unknown): void => {
+    const bad = (err: unknown, sync = false): void => {
       const errno = -toErrno(err, op, target(ino, name));
-      if (onError === undefined || !onError(errno)) reply.err(req, errno);
+      if (onError === undefined || !onError(errno, sync)) reply.err(req, errno);
       finish(op, ino, name, errno, t0);
     };
     let r: Reply<T>;
     try {
       r = call();
     } catch (err) {
-      bad(err);
+      bad(err, true);
       return;
     }
-    if (isPromise(r)) r.then(ok, bad);
+    if (isPromise(r)) r.then(ok, (err: unknown) => bad(err));
     else ok(r);
   }
 
@@ -593,6 +616,7 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions): Record<string, RawHa
         return true;
       }),
     forget: (ino: Ino, nlookup: number) => {
+      capabilities(ino, false);
       try {
         h.forget(ino, nlookup);
       } catch (err) {
@@ -715,12 +739,19 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions): Record<string, RawHa
   }
   if (h.setxattr) {
     const f = h.setxattr;
-    t.setxattr = (req: ReqId, ino: Ino, name: ByteString, value: Buffer, flags: number) =>
+    t.setxattr = (req: ReqId, ino: Ino, name: ByteString, value: Buffer, flags: number) => {
+      if (name === SECURITY_CAPABILITY) capabilities(ino, false);
       run('setxattr', req, ino, name, () => f(ino, name, value, flags), sendOk(req));
+    };
   }
   if (h.getxattr) {
     const f = h.getxattr;
-    t.getxattr = (req: ReqId, ino: Ino, name: ByteString, size: number) => run('getxattr', req, ino, name, () => f(ino, name), sendSized(req, size));
+    t.getxattr = (req: ReqId, ino: Ino, name: ByteString, size: number) =>
+      run('getxattr', req, ino, name, () => f(ino, name), sendSized(req, size), (errno, sync) => {
+        // Only a synchronous answer: an async one may predate a setxattr handled meanwhile.
+        if (errno === ENODATA && sync && name === SECURITY_CAPABILITY) capabilities(ino, true);
+        return false;
+      });
   }
   if (h.listxattr) {
     const f = h.listxattr;
@@ -732,7 +763,10 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions): Record<string, RawHa
   }
   if (h.removexattr) {
     const f = h.removexattr;
-    t.removexattr = (req: ReqId, ino: Ino, name: ByteString) => run('removexattr', req, ino, name, () => f(ino, name), sendOk(req));
+    t.removexattr = (req: ReqId, ino: Ino, name: ByteString) => {
+      if (name === SECURITY_CAPABILITY) capabilities(ino, false);
+      run('removexattr', req, ino, name, () => f(ino, name), sendOk(req));
+    };
   }
   if (h.access) {
     const f = h.access;
