@@ -15,6 +15,8 @@
  *              usable from any process
  * Operations:  makeOps(fs, cfg) — the fuse-native handler table; toErrno() — the one
  *              error-to-errno translator
+ * Counters:    MountCounters — a mount's operations by kind, latency histogram, bytes
+ *              (MountSpec.counters; `thinfs stats`)
  */
 export { FuseMount, notEmpty } from './mount.js';
 export type { MountSpec } from './mount.js';
@@ -27,3 +29,5 @@ export type { BusyReport, Holder } from './holders.js';
 export type { MountEntry } from './kernel.js';
 export { makeOps } from './ops.js';
 export { toErrno } from './errno.js';
+export { LATENCY_BOUNDS_MS, MountCounters } from './counters.js';
+export type { CountersSnapshot, OpStats } from './counters.js';

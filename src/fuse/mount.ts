@@ -24,6 +24,7 @@ import * as fsp from 'node:fs/promises';
 import { fail, isThinfsError } from '../errors.js';
 import type { Filesystem } from '../fs/index.js';
 import { logger } from '../log.js';
+import type { MountCounters } from './counters.js';
 import { IdMap } from './idmap.js';
 import { busyReport, isBusy, type BusyReport } from './holders.js';
 import { lazyUnmount, probeMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
@@ -47,6 +48,8 @@ export interface MountSpec {
   nosuid?: boolean;
   uids?: IdMap;
   gids?: IdMap;
+  /** Where the adapter counts the mount's operations (`thinfs stats`). */
+  counters?: MountCounters;
 }
 
 /** A view mounted through FUSE. */
@@ -75,7 +78,7 @@ export class FuseMount {
     const Fuse = loadFuse();
     const { options, allowOther, setuid, warnings } = mountOptions({ name: spec.name, readOnly: spec.readOnly, nosuid: spec.nosuid === true });
     for (const w of warnings) log.warn({ mount: spec.name }, w);
-    const ops = makeOps(spec.fs, { name: spec.name, uids: spec.uids ?? new IdMap(), gids: spec.gids ?? new IdMap() });
+    const ops = makeOps(spec.fs, { name: spec.name, uids: spec.uids ?? new IdMap(), gids: spec.gids ?? new IdMap(), counters: spec.counters });
     const handle = new Fuse(spec.mountpoint, ops, options);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

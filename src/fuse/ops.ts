@@ -3,7 +3,8 @@
  * assigned in one place). Each handler is mechanical: decode fuse-native's arguments,
  * make one Filesystem call, reply. `reply` is the only place that catches: it turns any
  * error into an errno through errno.ts, logs the operation at debug level (op, path,
- * errno, ms) and warns when one took longer than a second. No handler ever throws into
+ * errno, ms), warns when one took longer than a second, and counts it in the mount's
+ * counters (counters.ts; read and write also their bytes). No handler ever throws into
  * fuse-native, so a bad request can't take the daemon down.
  *
  * Rules fuse-native imposes, kept here:
@@ -23,6 +24,7 @@ import { performance } from 'node:perf_hooks';
 import { fail } from '../errors.js';
 import { toText, type Caller, type Filesystem, type TimeSpec } from '../fs/index.js';
 import { logger } from '../log.js';
+import type { MountCounters } from './counters.js';
 import { toErrno } from './errno.js';
 import type { IdMap } from './idmap.js';
 import { callerContext, utimensTimes, type UtimeSpec } from './native.js';
@@ -42,6 +44,8 @@ export interface OpsConfig {
   name: string;
   uids: IdMap;
   gids: IdMap;
+  /** Where each answered operation is counted (`thinfs stats`). */
+  counters?: MountCounters;
 }
 
 type Cb = (code: number, ...values: unknown[]) => void;
@@ -51,7 +55,7 @@ export type FuseOps = Record<string, (...args: any[]) => void>;
 /** The fuse-native handlers of one mounted Filesystem. */
 export function makeOps(fs: Filesystem, cfg: OpsConfig): FuseOps {
   const debug = log.isLevelEnabled('debug');
-  const { uids, gids } = cfg;
+  const { uids, gids, counters } = cfg;
 
   /** Run `fn` and answer cb(0, value) or cb(-errno). */
   function reply<R>(op: string, path: string | undefined, cb: Cb, fn: () => R, encode: (r: R) => unknown[] = (r) => [r]): void {
@@ -77,11 +81,16 @@ export function makeOps(fs: Filesystem, cfg: OpsConfig): FuseOps {
       code = toErrno(err, op, path);
     }
     finish(op, path, code < 0 ? code : 0, t0);
+    if (code > 0 && counters !== undefined) {
+      if (op === 'read') counters.read(code);
+      else counters.wrote(code);
+    }
     cb(code);
   }
 
   function finish(op: string, path: string | undefined, code: number, t0: number): void {
     const ms = performance.now() - t0;
+    counters?.record(op, ms, -code);
     if (ms > SLOW_OP_MS) log.warn({ op, path: shown(path), errno: -code, ms: Math.round(ms), mount: cfg.name }, 'slow FUSE operation');
     else if (debug) log.debug({ op, path: shown(path), errno: -code, ms: Number(ms.toFixed(3)), mount: cfg.name }, 'op');
   }
