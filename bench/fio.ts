@@ -742,10 +742,10 @@ const ratio = (r: Row, other: Name): number | undefined => {
 const label = opt.label ?? describeCheckout();
 
 function describeCheckout(): string {
-  const r = spawnSync('git', ['-C', REPO, 'log', '-1', '--format=%h %s'], { encoding: 'utf8' });
+  const r = spawnSync('git', ['-C', REPO, 'log', '-1', '--format=%h of %cd', '--date=format:%Y-%m-%d %H:%M'], { encoding: 'utf8' });
   if (r.status !== 0) return `thinfs at ${REPO}`;
   const dirty = spawnSync('git', ['-C', REPO, 'status', '--porcelain', '--', 'src', 'native-deps'], { encoding: 'utf8' }).stdout.trim();
-  return `thinfs ${r.stdout.trim().slice(0, 90)}${dirty ? ' (+ uncommitted changes in src/ or native-deps/)' : ''}`;
+  return `thinfs ${r.stdout.trim()}${dirty ? ' + uncommitted changes in src/ or native-deps/' : ''}`;
 }
 
 if (opt.json) {
