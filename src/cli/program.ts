@@ -29,9 +29,11 @@ import * as exportCmd from './commands/export.js';
 import * as runCmd from './commands/run.js';
 import * as load from './commands/load.js';
 import * as save from './commands/save.js';
+import * as diff from './commands/diff.js';
+import * as stats from './commands/stats.js';
 
 /** Commands in the order help lists them; later ones (import, create, mount, ...) register here too. */
-const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, exportCmd, load, save, create, commit, ls, inspect, rm, mount, umount, mounts, runCmd, daemon];
+const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, exportCmd, load, save, create, commit, ls, inspect, diff, rm, mount, umount, mounts, stats, runCmd, daemon];
 
 /** Build the program; `parseAsync` rejects with a CommanderError, UsageError or ThinfsError. */
 export function buildProgram(): Command {
@@ -47,13 +49,29 @@ export function buildProgram(): Command {
   // needs_check) repeat what that answer says, so they show from --log-level warn on. At
   // the default level even error records wait for the outcome (log.ts): a failure prints
   // only its one line, a success shows them; a level asked for shows them as they come.
-  program.hook('preAction', () => {
+  program.hook('preAction', (_program, action) => {
+    acting.set(program, action);
     const { logLevel } = program.opts<{ logLevel?: string }>();
     const level = logLevel ?? envLogLevel();
     configureLog({ level: level ?? 'error', pretty: process.stderr.isTTY === true, hold: level === undefined });
   });
   for (const c of COMMANDS) c.register(program);
   return program;
+}
+
+const acting = new WeakMap<Command, Command>();
+
+/**
+ * Whether the failed command line asked for `--json` (so its error is told as JSON): the
+ * command that ran says; a line that failed before any command ran (an unknown option, a
+ * missing argument) asked for it when `--json` is among its words before `--`.
+ */
+export function jsonRequested(program: Command, argv: readonly string[]): boolean {
+  const action = acting.get(program);
+  if (action !== undefined) return action.opts<{ json?: boolean }>().json === true;
+  const words = argv.slice(2);
+  const end = words.indexOf('--');
+  return (end < 0 ? words : words.slice(0, end)).includes('--json');
 }
 
 /** $THINFS_LOG_LEVEL (unset or empty: undefined); a value that names no level is a usage error. */

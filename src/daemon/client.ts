@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { fail, type ErrnoCode } from '../errors.js';
 import { logger } from '../log.js';
 import { LOCAL_OPS, OPS } from './ops/index.js';
-import { errorFromWire, onLines, socketAddress, socketPath, type OpRequest, type OpResponse } from './protocol.js';
+import { errorFromWire, isProgressLine, onLines, socketAddress, socketPath, type DaemonLine, type OpRequest } from './protocol.js';
 
 const log = logger('client');
 
@@ -20,7 +20,7 @@ export async function runOp<R = unknown>(root: string, name: string, args: objec
     if (daemon !== undefined) {
       try {
         log.debug({ op: name, root }, 'sending the operation to the daemon');
-        return (await call(daemon, root, name, args)) as R;
+        return (await call(daemon, root, name, args, opts.onProgress)) as R;
       } finally {
         daemon.destroy();
       }
@@ -31,7 +31,7 @@ export async function runOp<R = unknown>(root: string, name: string, args: objec
 
 /** How a command wants an operation run. */
 export interface RunOptions {
-  /** Progress reports of a long operation; only when it runs in this process (the control protocol carries none yet). */
+  /** Progress reports of a long operation (load, import, export), wherever it runs: the daemon sends them as progress lines. */
   onProgress?: (p: unknown) => void;
 }
 
@@ -81,10 +81,10 @@ function connectDaemon(root: string): Promise<net.Socket | undefined> {
   });
 }
 
-/** Send one request and wait for its response. */
-function call(sock: net.Socket, root: string, op: string, args: object): Promise<unknown> {
+/** Send one request and wait for its response; its progress lines go to `onProgress` (asked for only when given). */
+function call(sock: net.Socket, root: string, op: string, args: object, onProgress?: (p: unknown) => void): Promise<unknown> {
   const id = 1;
-  const request: OpRequest = { id, op, args };
+  const request: OpRequest = onProgress === undefined ? { id, op, args } : { id, op, args, progress: true };
   return new Promise((resolve, reject) => {
     let settled = false;
     const settle = (fn: () => void) => {
@@ -94,14 +94,23 @@ function call(sock: net.Socket, root: string, op: string, args: object): Promise
       }
     };
     onLines(sock, (line) => {
-      let res: OpResponse;
+      let res: DaemonLine;
       try {
-        res = JSON.parse(line) as OpResponse;
+        res = JSON.parse(line) as DaemonLine;
       } catch {
         settle(() => reject(fail('EIO', op, socketPath(root), 'the thinfs daemon sent a response that is not JSON')));
         return;
       }
-      if (res.id !== id) return;
+      if (res.id !== id || settled) return;
+      if (isProgressLine(res)) {
+        // A rendering error must not lose the operation's answer.
+        try {
+          onProgress?.(res.progress);
+        } catch (err) {
+          log.debug({ err }, 'progress report failed');
+        }
+        return;
+      }
       if (res.ok) settle(() => resolve(res.result));
       else settle(() => reject(errorFromWire(res.error ?? { code: 'EIO', message: 'the thinfs daemon failed without saying why' })));
     });

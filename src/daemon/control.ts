@@ -1,17 +1,19 @@
 /**
  * The daemon's control socket (ROOT/run/thinfs.sock, mode 0600): newline-delimited JSON
- * requests in, one response line per request out (protocol.ts). Requests of one
- * connection are answered in order; a bad line gets an EINVAL response, never a crash.
+ * requests in, one response line per request out, preceded by its progress lines when
+ * the request asked for them (protocol.ts). Requests of one connection are answered in
+ * order; a bad line gets an EINVAL response, never a crash.
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { fail } from '../errors.js';
 import { logger } from '../log.js';
-import { errorToWire, onLines, socketAddress, socketPath, type OpRequest, type OpResponse } from './protocol.js';
+import { errorToWire, onLines, socketAddress, socketPath, type DaemonLine, type OpRequest, type OpResponse } from './protocol.js';
 
 const log = logger('daemon');
 
-export type Dispatch = (op: string, args: unknown) => Promise<unknown>;
+/** Run operation `op`; `progress`, when the request asked for progress, sends its reports to the caller. */
+export type Dispatch = (op: string, args: unknown, progress: ((p: unknown) => void) | undefined) => Promise<unknown>;
 
 export interface ControlServer {
   /** Stop accepting; resolves when every open connection has closed (or after `graceMs`). */
@@ -66,19 +68,33 @@ function serveConnection(sock: net.Socket, dispatch: Dispatch): void {
 
 async function answer(sock: net.Socket, line: string, dispatch: Dispatch): Promise<void> {
   let id = 0;
+  let answered = false;
   let res: OpResponse;
   try {
     const req = parse(line);
     id = req.id;
     const t0 = Date.now();
-    const result = await dispatch(req.op, req.args);
+    // The response is the request's last line: reports that come after it are dropped.
+    const progress =
+      req.progress === true
+        ? (p: unknown) => {
+            if (!answered) send(sock, { id, progress: p });
+          }
+        : undefined;
+    const result = await dispatch(req.op, req.args, progress);
     log.debug({ op: req.op, ms: Date.now() - t0 }, 'control request');
     res = { id, ok: true, result: result ?? null };
   } catch (err) {
     log.debug({ err }, 'control request failed');
     res = { id, ok: false, error: errorToWire(err) };
   }
-  if (!sock.destroyed) sock.write(`${JSON.stringify(res, bigintReplacer)}\n`);
+  answered = true;
+  send(sock, res);
+}
+
+/** Write one line to the client (dropped once it has gone away). */
+function send(sock: net.Socket, line: DaemonLine): void {
+  if (!sock.destroyed) sock.write(`${JSON.stringify(line, bigintReplacer)}\n`);
 }
 
 function parse(line: string): OpRequest {

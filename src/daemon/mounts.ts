@@ -21,11 +21,12 @@
 import * as path from 'node:path';
 import { fail } from '../errors.js';
 import { Filesystem } from '../fs/index.js';
-import { describeBusy, FuseMount, lazyUnmount, probeMount, thinfsMountpoints, type BusyReport } from '../fuse/index.js';
+import { describeBusy, FuseMount, lazyUnmount, MountCounters, probeMount, thinfsMountpoints, type BusyReport } from '../fuse/index.js';
+import { resolveImageName } from '../layers/index.js';
 import { logger } from '../log.js';
-import type { Pool } from '../pool/index.js';
+import type { DevId, Pool } from '../pool/index.js';
 import { createDefaultMountpoint, defaultMountpoint, removeDefaultMountpoint } from './mountpoints.js';
-import { noSuchDevice, type MountRequest, type MountResult, type UmountResult } from './ops/mount-ops.js';
+import { noSuchDevice, type MountRequest, type MountResult, type MountStats, type UmountResult } from './ops/mount-ops.js';
 import { writeMountRecords, type MountRecord } from './runfiles.js';
 
 const log = logger('daemon');
@@ -34,6 +35,9 @@ interface Entry {
   record: MountRecord;
   fs: Filesystem;
   fuse: FuseMount;
+  /** What the adapter counts for `thinfs stats`, and the device and pool as they were at the mount. */
+  counters: MountCounters;
+  atMount: { exclusiveBlocks: number; transactionId: number };
 }
 
 export class MountTable {
@@ -55,19 +59,54 @@ export class MountTable {
     return [...this.entries.values()].map((e) => ({ ...e.record }));
   }
 
+  /** The counters of every mount (or of the mount of device `name`: ENOENT/EINVAL when there is none). */
+  stats(name?: string): MountStats[] {
+    let entries = [...this.entries.values()];
+    if (name !== undefined) {
+      const e = this.findEntry(name, undefined);
+      if (e === undefined) {
+        if (resolveImageName(this.pool, name) === undefined) throw noSuchDevice(name, 'stats');
+        throw fail('EINVAL', 'stats', name, 'not mounted');
+      }
+      entries = [e];
+    }
+    const bs = this.pool.blockSizeBytes;
+    const txid = this.pool.status().transactionId;
+    return entries.map((e) => {
+      const d = this.pool.getDevice(e.record.devId as DevId);
+      const exclusive = d?.exclusiveBlocks ?? 0;
+      return {
+        name: e.record.name,
+        mountpoint: e.record.mountpoint,
+        readOnly: e.record.readOnly,
+        mountedAt: e.record.mountedAt,
+        counters: e.counters.snapshot(),
+        device: {
+          mappedBytes: (d?.mappedBlocks ?? 0) * bs,
+          exclusiveBytes: exclusive * bs,
+          ownBlocksSinceMount: exclusive - e.atMount.exclusiveBlocks,
+          blockSize: bs,
+        },
+        commits: txid - e.atMount.transactionId,
+        blocksAllocated: null,
+        cowCopies: null,
+      };
+    });
+  }
+
   /** Mount a device (see MountRequest); resolves once the kernel serves the mount. */
   mount(req: MountRequest): Promise<MountResult> {
     return this.serialize(() => this.doMount(req));
   }
 
   /**
-   * Unmount by device name, else by mountpoint; commits what the view changed. A busy
+   * Unmount by device name (or image reference), else by mountpoint; commits what the view changed. A busy
    * view: EBUSY naming its holders (nothing changes), or with `force` a lazy detach
    * with a warning in the result.
    */
   umount(name: string, mountpoint: string | undefined, force = false): Promise<UmountResult> {
     return this.serialize(async () => {
-      const e = this.entries.get(name) ?? [...this.entries.values()].find((x) => x.record.mountpoint === mountpoint);
+      const e = this.findEntry(name, mountpoint);
       if (e === undefined) {
         // Not ours: maybe a dead mount an earlier daemon left there.
         if (mountpoint !== undefined && (await probeMount(mountpoint)) === 'dead') {
@@ -91,6 +130,15 @@ export class MountTable {
       await this.drop(e);
       return { name: e.record.name, mountpoint: mp, stale: false, warnings };
     });
+  }
+
+  /** The mount of device `name` (a device name or an image reference), else the one at `mountpoint`. */
+  private findEntry(name: string, mountpoint: string | undefined): Entry | undefined {
+    if (name !== '') {
+      const e = this.entries.get(name) ?? this.entries.get(resolveImageName(this.pool, name)?.name ?? '');
+      if (e !== undefined) return e;
+    }
+    return [...this.entries.values()].find((x) => x.record.mountpoint === mountpoint);
   }
 
   /** Forget mounts the kernel no longer has (someone ran umount(8) on them). */
@@ -127,7 +175,8 @@ export class MountTable {
   }
 
   private async doMount(req: MountRequest): Promise<MountResult> {
-    const info = this.pool.findDevice(req.name);
+    // A device name, or the reference of a loaded image (example.org/test/img:t).
+    const info = resolveImageName(this.pool, req.name);
     if (info === undefined || info.state !== 'active') throw noSuchDevice(req.name);
     const taken = this.entries.get(info.name);
     if (taken !== undefined) throw fail('EBUSY', 'mount', req.name, `already mounted at ${taken.record.mountpoint}`);
@@ -140,9 +189,11 @@ export class MountTable {
     if (req.mountpoint === undefined) await createDefaultMountpoint(this.root, info.name);
     const readOnly = req.readOnly || info.readOnly;
     const fs = Filesystem.open(this.pool, info.id, { readOnly });
+    const counters = new MountCounters();
+    const atMount = { exclusiveBlocks: info.exclusiveBlocks, transactionId: this.pool.status().transactionId };
     let fuse: FuseMount;
     try {
-      fuse = await FuseMount.mount({ name: info.name, mountpoint, fs, readOnly, nosuid: req.nosuid, uids: req.uids, gids: req.gids });
+      fuse = await FuseMount.mount({ name: info.name, mountpoint, fs, readOnly, nosuid: req.nosuid, uids: req.uids, gids: req.gids, counters });
     } catch (err) {
       closeQuietly(fs, info.name);
       // An empty default mountpoint goes again; one with files in it (refused) stays for the user to see.
@@ -161,7 +212,10 @@ export class MountTable {
       gidMap: req.gids.toStrings(),
       mountedAt: new Date().toISOString(),
     };
-    this.entries.set(info.name, { record, fs, fuse });
+    this.entries.set(info.name, { record, fs, fuse, counters, atMount });
+    // The libfuse3 session ends as soon as anyone unmounts the view: forget it then, so a
+    // mount of the same device right after does not find it "already mounted".
+    fuse.onGone(() => this.prune());
     this.persist();
     return { ...record, warnings: [...fuse.warnings] };
   }

@@ -2,12 +2,20 @@
  * The control protocol between thinfs commands and the pool's daemon.
  *
  * One unix stream socket per pool, ROOT/run/thinfs.sock. Newline-delimited JSON:
- *   request   {"id": n, "op": "name", "args": {...}}
+ *   request   {"id": n, "op": "name", "args": {...}, "progress": true}
+ *   progress  {"id": n, "progress": {...}}                 (zero or more, before the response)
  *   response  {"id": n, "ok": true, "result": ...}
  *          or {"id": n, "ok": false, "error": {"code": "ENOENT", "message": "..."}}
  * `op` names a function of daemon/ops (the OPS table); `args` and `result` are plain
  * JSON. An error carries the errno code and the full message of the ThinfsError, so the
  * command prints exactly what it would have printed running the operation itself.
+ *
+ * Progress: a request with `"progress": true` gets the reports of a long operation (load,
+ * import, export: what `OpContext.progress` receives, at most about one per 100 ms) as
+ * progress lines carrying its id, interleaved with the lines of other requests of the
+ * connection; the response is always the request's last line. Without the flag, or for
+ * operations that report nothing, there are none. A client that does not know the flag
+ * never sets it and never sees such a line.
  */
 import type { Socket } from 'node:net';
 import * as fs from 'node:fs';
@@ -19,6 +27,14 @@ export interface OpRequest {
   id: number;
   op: string;
   args: unknown;
+  /** Send the operation's progress reports as progress lines. */
+  progress?: boolean;
+}
+
+/** A progress report of request `id` (see the top of this file). */
+export interface OpProgress {
+  id: number;
+  progress: unknown;
 }
 
 export interface WireError {
@@ -27,6 +43,14 @@ export interface WireError {
 }
 
 export type OpResponse = { id: number; ok: true; result: unknown } | { id: number; ok: false; error: WireError };
+
+/** Any line the daemon sends: a progress report or the response. */
+export type DaemonLine = OpProgress | OpResponse;
+
+/** True for a progress line (it has no `ok`). */
+export function isProgressLine(line: DaemonLine): line is OpProgress {
+  return !('ok' in line) && 'progress' in line;
+}
 
 /** The control socket of the pool under `root`. */
 export function socketPath(root: string): string {

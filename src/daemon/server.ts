@@ -24,7 +24,7 @@ import { fail, isThinfsError } from '../errors.js';
 import { lazyUnmount, thinfsMountAt } from '../fuse/index.js';
 import { configureLog, logger } from '../log.js';
 import { Pool } from '../pool/index.js';
-import { listenControl, type ControlServer } from './control.js';
+import { listenControl, type ControlServer, type Dispatch } from './control.js';
 import { keepServingThroughEscapes } from './escapes.js';
 import { MountTable } from './mounts.js';
 import { LOCAL_OPS, OPS, type OpContext } from './ops/index.js';
@@ -98,6 +98,7 @@ class Daemon {
       umount: (name, mountpoint, force) => this.table.umount(name, mountpoint, force),
       list: () => this.table.list(),
       status: () => this.status(),
+      stats: (name) => this.table.stats(name),
     };
     this.server = await listenControl(this.root, control({ root: this.root, pool: this.pool, mounts: service }));
     writePid(this.root);
@@ -205,12 +206,12 @@ async function detachDeadMounts(root: string): Promise<void> {
   fs.rmSync(pidFile(root), { force: true });
 }
 
-/** Answer a control request: any operation of OPS, run on the daemon's pool and mount table. */
-function control(ctx: OpContext): (op: string, args: unknown) => Promise<unknown> {
-  return async (op, args) => {
+/** Answer a control request: any operation of OPS, run on the daemon's pool and mount table; its progress to the caller. */
+function control(ctx: OpContext): Dispatch {
+  return async (op, args, progress) => {
     const fn = OPS[op];
     if (fn === undefined) throw fail('EINVAL', 'request', op, 'unknown operation');
     if (LOCAL_OPS.has(op)) throw fail('EINVAL', 'request', op, 'this operation never runs in the daemon');
-    return fn(ctx, args);
+    return fn({ ...ctx, progress }, args);
   };
 }

@@ -3,69 +3,70 @@
  * directory or a tar layer (plain or gzip; `-` reads the tar from stdin). OCI whiteouts
  * apply. The operation may run in the pool's daemon, which reads SOURCE itself: so
  * SOURCE becomes an absolute path, and stdin is first spooled to a file under ROOT/tmp
- * (removed afterwards). A progress bar shows on stderr when it is a terminal and the
- * import runs in this process.
+ * (removed afterwards). A progress bar shows on stderr when it is a terminal (without
+ * --json), wherever the import runs: the daemon sends its progress over the control socket.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { randomBytes } from 'node:crypto';
-import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import { runOp } from '../../daemon/client.js';
 import type { ImportResult } from '../../daemon/ops/index.js';
-import type { ImportProgress } from '../../layers/index.js';
 import { UsageError } from '../errors.js';
-import { formatBytes, formatCount as count, out } from '../format.js';
+import { formatBytes, formatCount as count, formatJson, out } from '../format.js';
 import { globals } from '../globals.js';
+import { withJson } from '../options.js';
+import { progressBar } from '../progress.js';
 
 /** Add `thinfs import` to the program. */
 export function register(program: Command): void {
-  program
-    .command('import')
-    .description('import a rootfs directory or a tar layer as a new read-only image (OCI whiteouts applied)')
-    .argument('<name>', 'name of the new image')
-    .argument('<source>', 'a directory, a tar or tar.gz file, or - for a tar on stdin')
-    .option('--parent <image>', 'the image this layer goes on (default: a new base image)')
-    .addHelpText(
-      'after',
-      `
+  withJson(
+    program
+      .command('import')
+      .description('import a rootfs directory or a tar layer as a new read-only image (OCI whiteouts applied)')
+      .argument('<name>', 'name of the new image')
+      .argument('<source>', 'a directory, a tar or tar.gz file, or - for a tar on stdin')
+      .option('--parent <image>', 'the image this layer goes on (default: a new base image)')
+      .addHelpText(
+        'after',
+        `
 Ownership, modes (setuid/setgid/sticky), times, xattrs (PAX SCHILY.xattr.*), hard links,
 symlinks, fifos and device nodes are kept. Entries that would land outside the image
 (.. components, absolute names, hard links out of the tree) and truncated or corrupt
 tars are refused, and nothing of a refused import remains.`,
-    )
-    .action(async (name: string, source: string, o: { parent?: string }, cmd: Command) => {
-      const { root } = globals(cmd);
-      let spooled: string | undefined;
-      const cleanup = () => {
-        if (spooled !== undefined) fs.rmSync(spooled, { force: true });
-      };
-      const onSignal = () => {
-        cleanup();
-        process.exit(130);
-      };
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
-      const bar = progressBar(name);
-      try {
-        let src = path.resolve(source);
-        if (source === '-') {
-          if (process.stdin.isTTY === true) throw new UsageError('refusing to read a tar from a terminal: pipe one into `thinfs import NAME -`');
-          // Without a pool there is nowhere to spool to: the operation reports the missing pool.
-          if (fs.existsSync(path.join(root, 'pool'))) spooled = await spoolStdin(root);
-          src = spooled ?? '/dev/stdin';
-        }
-        const r = await runOp<ImportResult>(root, 'import', { name, source: src, parent: o.parent }, { onProgress: bar?.update });
-        bar?.stop();
-        out(formatImport(r, source === '-' ? 'stdin' : r.source));
-      } finally {
-        bar?.stop();
-        cleanup();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+      ),
+  ).action(async (name: string, source: string, o: { parent?: string; json?: boolean }, cmd: Command) => {
+    const { root } = globals(cmd);
+    let spooled: string | undefined;
+    const cleanup = () => {
+      if (spooled !== undefined) fs.rmSync(spooled, { force: true });
+    };
+    const onSignal = () => {
+      cleanup();
+      process.exit(130);
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    const bar = o.json === true ? undefined : progressBar(`importing ${name}`);
+    try {
+      let src = path.resolve(source);
+      if (source === '-') {
+        if (process.stdin.isTTY === true) throw new UsageError('refusing to read a tar from a terminal: pipe one into `thinfs import NAME -`');
+        // Without a pool there is nowhere to spool to: the operation reports the missing pool.
+        if (fs.existsSync(path.join(root, 'pool'))) spooled = await spoolStdin(root);
+        src = spooled ?? '/dev/stdin';
       }
-    });
+      const r = await runOp<ImportResult>(root, 'import', { name, source: src, parent: o.parent }, { onProgress: bar?.update });
+      bar?.stop();
+      out(o.json === true ? formatJson(r) : formatImport(r, source === '-' ? 'stdin' : r.source));
+    } finally {
+      bar?.stop();
+      cleanup();
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  });
 }
 
 function formatImport(r: ImportResult, from: string): string {
@@ -96,42 +97,4 @@ async function spoolStdin(root: string): Promise<string> {
     throw err;
   }
   return file;
-}
-
-interface Bar {
-  update: (p: unknown) => void;
-  stop: () => void;
-}
-
-/** A progress bar on stderr, only when stderr is a terminal. */
-function progressBar(name: string): Bar | undefined {
-  if (process.stderr.isTTY !== true) return undefined;
-  const bar = new cliProgress.SingleBar(
-    {
-      stream: process.stderr,
-      format: `importing ${name} [{bar}] {percentage}% | {done} of {total_h} | {entries} entries`,
-      hideCursor: true,
-      clearOnComplete: true,
-    },
-    cliProgress.Presets.shades_classic,
-  );
-  let started = false;
-  let stopped = false;
-  return {
-    update: (raw) => {
-      const p = raw as ImportProgress;
-      const show = (n: number) => (p.unit === 'bytes' ? formatBytes(n) : `${n}`);
-      const payload = { done: show(p.done), total_h: show(p.total), entries: p.entries };
-      if (!started) {
-        started = true;
-        bar.start(Math.max(p.total, 1), p.done, payload);
-      } else bar.update(p.done, payload);
-    },
-    stop: () => {
-      if (started && !stopped) {
-        stopped = true;
-        bar.stop();
-      }
-    },
-  };
 }

@@ -1,15 +1,17 @@
 /**
  * `thinfs inspect NAME [--json]`: one image or container in detail, with its chain and
- * children; for a loaded image (or a container or commit of one) its config — Entrypoint,
- * Cmd, Env, WorkingDir, User, Labels... — and its layers.
+ * children and where it is mounted (the daemon's mount table, as in `ls`); for a loaded
+ * image (or a container or commit of one) its config — Entrypoint, Cmd, Env, WorkingDir,
+ * User, Labels... — and its layers.
  */
 import type { Command } from 'commander';
 import { runOp } from '../../daemon/client.js';
-import type { InspectResult } from '../../daemon/ops/index.js';
+import type { InspectResult, StatusResult } from '../../daemon/ops/index.js';
 import type { ImageDetail } from '../../daemon/ops/image-ops.js';
 import { formatBytes, formatJson, formatSection, out } from '../format.js';
 import { globals } from '../globals.js';
 import { withJson } from '../options.js';
+import { mountCell, withMounts, type DeviceMount } from './ls.js';
 
 /** Add `thinfs inspect` to the program. */
 export function register(program: Command): void {
@@ -19,18 +21,20 @@ export function register(program: Command): void {
       .description('show one image or container: its chain down to the base, the devices on it, space used, and an image\'s config and layers')
       .argument('<name>', 'an image or container (or the reference a loaded image has)'),
   ).action(async (name: string, o: { json?: boolean }, cmd: Command) => {
-    const r = await runOp<InspectResult>(globals(cmd).root, 'inspect', { name });
-    out(o.json ? formatJson(r) : formatInspect(r));
+    const { root } = globals(cmd);
+    const [r] = withMounts([await runOp<InspectResult>(root, 'inspect', { name })], await runOp<StatusResult>(root, 'status'));
+    out(o.json ? formatJson(r) : formatInspect(r!));
   });
 }
 
-function formatInspect(r: InspectResult): string {
+function formatInspect(r: InspectResult & { mount: DeviceMount | null }): string {
   const list = (xs: { name: string; kind: string }[]) => (xs.length === 0 ? '-' : xs.map((x) => `${x.name} (${x.kind})`).join(', '));
   const device = formatSection(`${r.kind === 'container' ? 'Container' : 'Image'}: ${r.name}`, [
     ['Id', r.id],
     ['Kind', r.kind],
     ['Mode', r.readOnly ? 'read-only' : 'read-write'],
     ['State', r.state],
+    ['Mounted', r.mount === null ? '-' : `${mountCell(r.mount)} (${r.mount.readOnly ? 'ro' : 'rw'}, since ${r.mount.mountedAt})`],
     ['Parent', r.parent ?? '-'],
     ['Created from', r.origin ?? '-'],
     ['Chain', list(r.chain)],

@@ -1,12 +1,16 @@
 /**
  * `thinfs ls [--all] [--json]`: images and containers, like `docker images` and `docker ps -a`
- * in one table; then the loaded images by name and tag. The layer devices of loaded images
- * show with --all only (as `docker images -a` shows intermediate layers); --json lists
- * every device, each with its image record (or null) and whether it is a layer device.
+ * in one table, with where each is mounted; then the loaded images by name and tag. The
+ * layer devices of loaded images show with --all only (as `docker images -a` shows
+ * intermediate layers); --json lists every device, each with its image record (or null),
+ * whether it is a layer device, and its mount (or null).
+ *
+ * Mounts come from the daemon's mount table when one runs (else from the record a killed
+ * daemon left, as stale): a second query, so a mount made between the two shows next time.
  */
 import type { Command } from 'commander';
 import { runOp } from '../../daemon/client.js';
-import type { DeviceSummary } from '../../daemon/ops/index.js';
+import type { DeviceSummary, StatusResult } from '../../daemon/ops/index.js';
 import { formatBytes, formatJson, formatTable, out } from '../format.js';
 import { globals } from '../globals.js';
 import { withJson } from '../options.js';
@@ -24,23 +28,46 @@ export function register(program: Command): void {
 PARENT is the device the data sits on. USED counts the blocks visible through the
 snapshot chain, EXCLUSIVE those only this device holds (freed when it is removed).
 STATE: active; deferred (removed, waiting for its mount or the devices on it);
-incomplete (an image whose import has not finished).
+incomplete (an image whose import has not finished). MOUNTED: its mountpoint, or -
+(stale: the daemon that served it was killed; \`thinfs umount\` cleans it up).
 IMAGES lists the images \`thinfs load\` made: REPOSITORY and TAG of their name, IMAGE ID
 (the config digest), DEVICE (the name commands take; the full name works as well), the
 number of layers and the config's creation time.`,
       ),
   ).action(async (o: { json?: boolean; all?: boolean }, cmd: Command) => {
-    const r = await runOp<DeviceSummary[]>(globals(cmd).root, 'ls');
+    const { root } = globals(cmd);
+    const r = withMounts(await runOp<DeviceSummary[]>(root, 'ls'), await runOp<StatusResult>(root, 'status'));
     out(o.json ? formatJson(r) : formatLs(r, o.all === true));
   });
 }
 
-function formatLs(all: DeviceSummary[], withLayers: boolean): string {
+/** Where a device is mounted, as `ls` and `inspect` show it. */
+export interface DeviceMount {
+  mountpoint: string;
+  readOnly: boolean;
+  mountedAt: string;
+  /** stale: left by a killed daemon (`thinfs umount` detaches it). */
+  state: 'mounted' | 'stale';
+}
+
+/** Each device with its mount (or null), from the mount table of `status`. */
+export function withMounts<D extends { name: string }>(devices: D[], status: StatusResult): (D & { mount: DeviceMount | null })[] {
+  const byName = new Map(status.mounts.map((m) => [m.name, { mountpoint: m.mountpoint, readOnly: m.readOnly, mountedAt: m.mountedAt, state: m.state }]));
+  return devices.map((d) => ({ ...d, mount: byName.get(d.name) ?? null }));
+}
+
+/** A device's mount in one cell: the mountpoint, `-` when not mounted. */
+export function mountCell(m: DeviceMount | null): string {
+  if (m === null) return '-';
+  return m.state === 'stale' ? `${m.mountpoint} (stale)` : m.mountpoint;
+}
+
+function formatLs(all: (DeviceSummary & { mount: DeviceMount | null })[], withLayers: boolean): string {
   const now = Date.now();
   const devices = withLayers ? all : all.filter((d) => d.layer !== true);
   const images = all.filter((d) => d.image !== null && d.image !== undefined);
   const table = formatTable(
-    ['NAME', 'KIND', 'PARENT', 'MODE', 'USED', 'EXCLUSIVE', 'CREATED', 'STATE'],
+    ['NAME', 'KIND', 'PARENT', 'MODE', 'USED', 'EXCLUSIVE', 'CREATED', 'STATE', 'MOUNTED'],
     devices.map((d) => [
       d.name,
       d.kind,
@@ -50,6 +77,7 @@ function formatLs(all: DeviceSummary[], withLayers: boolean): string {
       formatBytes(d.exclusiveBytes),
       ago(now - Date.parse(d.created)),
       d.state,
+      mountCell(d.mount),
     ]),
   );
   if (images.length === 0) return table;

@@ -1,7 +1,8 @@
 /**
  * `thinfs mount NAME [MOUNTPOINT] [--read-only] [--nosuid] [--uid-map C:H:N]... [--gid-map C:H:N]...`:
  * mount an image (always read-only) or a container at MOUNTPOINT (an empty directory;
- * default ROOT/mnt/NAME, which exists only while mounted). Checks the name and the
+ * default ROOT/mnt/DEVICE, which exists only while mounted; NAME may be the reference of
+ * a loaded image, DEVICE is its device name). Checks the name and the
  * mountpoint first, then starts the pool's daemon when none runs, asks it to mount, and
  * returns once the mountpoint is served.
  */
@@ -35,7 +36,7 @@ export function register(program: Command): void {
     program
       .command('mount')
       .description('mount an image (read-only) or a container through FUSE; starts the pool daemon when needed')
-      .argument('<name>', 'image or container name')
+      .argument('<name>', 'image or container name, or the reference of a loaded image (example.org/img:tag)')
       .argument('[mountpoint]', 'an existing empty directory (default: ROOT/mnt/NAME, created for the mount and removed after it)')
       .option('--read-only', 'mount read-only (images always are)')
       .option('--nosuid', 'ignore setuid/setgid bits (a root mount honours them by default; a non-root mount never does)')
@@ -59,7 +60,8 @@ export function register(program: Command): void {
       gidMap: o.gidMap,
     });
     await waitServed(r.mountpoint, root);
-    for (const w of r.warnings) process.stderr.write(`thinfs: warning: ${w}\n`);
+    // --json carries the warnings in the result.
+    if (!o.json) for (const w of r.warnings) process.stderr.write(`thinfs: warning: ${w}\n`);
     out(o.json ? formatJson(r) : `mounted ${r.name} at ${r.mountpoint}${r.readOnly ? ' (read-only)' : ''}\n`);
   });
 }

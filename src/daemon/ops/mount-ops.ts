@@ -1,6 +1,6 @@
 /**
- * Mount operations: mount, umount, mounts, status, and mountCheck (is there such a
- * device? asked before a daemon is started for it).
+ * Mount operations: mount, umount, mounts, status, stats (the counters of each mount),
+ * and mountCheck (is there such a device? asked before a daemon is started for it).
  *
  * Mounting needs the daemon (it serves the mounts): inside it `ctx.mounts` is its mount
  * table. Without a daemon, `umount` and `mounts` still answer from ROOT/run/mounts.json,
@@ -10,7 +10,8 @@
  */
 import * as path from 'node:path';
 import { fail } from '../../errors.js';
-import { IdMap, lazyUnmount, parseIdRange, probeMount, thinfsMountAt } from '../../fuse/index.js';
+import { IdMap, lazyUnmount, parseIdRange, probeMount, thinfsMountAt, type CountersSnapshot } from '../../fuse/index.js';
+import { resolveImageName } from '../../layers/index.js';
 import type { PoolMode } from '../../pool/index.js';
 import { removeDefaultMountpoint } from '../mountpoints.js';
 import { isAlive, readMountRecords, readPid, removeRunFiles, writeMountRecords, type MountRecord } from '../runfiles.js';
@@ -20,6 +21,7 @@ export type { MountRecord } from '../runfiles.js';
 
 /** What `mount` asks of the daemon (ids maps already parsed and checked). */
 export interface MountRequest {
+  /** A device name or the reference of a loaded image. */
   name: string;
   /** Absolute; default ROOT/mnt/NAME (created, and removed after unmount). */
   mountpoint?: string;
@@ -74,6 +76,35 @@ export interface MountCheckResult {
   readOnly: boolean;
 }
 
+/** A mount's activity as `thinfs stats` shows it (the daemon's counters since the mount). */
+export interface MountStats {
+  name: string;
+  mountpoint: string;
+  readOnly: boolean;
+  mountedAt: string;
+  /** The FUSE adapter's counters: operations by kind with errors and latency, bytes read and written. */
+  counters: CountersSnapshot;
+  device: {
+    /** Bytes visible through the chain, and those only this device holds, now. */
+    mappedBytes: number;
+    exclusiveBytes: number;
+    /** How the device's own blocks changed since the mount: allocated minus freed (net). */
+    ownBlocksSinceMount: number;
+    blockSize: number;
+  };
+  /** Pool commits since the mount (pool-wide: every view's changes commit together). */
+  commits: number;
+  /** Blocks allocated and blocks copied on write for this device: null until the pool counts them. */
+  blocksAllocated: number | null;
+  cowCopies: number | null;
+}
+
+export interface StatsResult {
+  /** False when no daemon runs: then nothing is mounted and there is nothing to count. */
+  daemon: boolean;
+  mounts: MountStats[];
+}
+
 /** The daemon's side of the mount operations. */
 export interface MountService {
   mount(req: MountRequest): Promise<MountResult>;
@@ -81,6 +112,8 @@ export interface MountService {
   umount(name: string, mountpoint: string | undefined, force: boolean): Promise<UmountResult>;
   list(): MountRecord[];
   status(): DaemonStatus;
+  /** Counters of every mount, or of the mount of device `name` (a name or an image reference). */
+  stats(name?: string): MountStats[];
 }
 
 /** Mount device `name` at `mountpoint` (default ROOT/mnt/NAME); `readOnly`; `nosuid`; `uidMap`/`gidMap`: ['C:H:N', ...]. */
@@ -122,21 +155,34 @@ export function status(ctx: OpContext, raw: unknown): StatusResult {
   return { daemon: ctx.mounts?.status() ?? null, mounts: mounts(ctx, {}) };
 }
 
-/** Whether device `name` exists (and is an image), without starting anything. */
+/** The counters of every mount, or of `name`'s mount (EINVAL when it is not mounted, ENOENT when there is no such device). */
+export async function stats(ctx: OpContext, raw: unknown): Promise<StatsResult> {
+  const name = optString('stats', argsObject('stats', raw), 'name');
+  if (ctx.mounts !== undefined) return { daemon: true, mounts: ctx.mounts.stats(name) };
+  if (name !== undefined) {
+    await withPool(ctx, 'read', (pool) => {
+      if (resolveImageName(pool, name) === undefined) throw noSuchDevice(name, 'stats');
+    });
+    throw fail('EINVAL', 'stats', name, 'not mounted (no thinfs daemon runs for this pool)');
+  }
+  return { daemon: false, mounts: [] };
+}
+
+/** Whether device `name` (a device name or an image reference) exists, and which device it is, without starting anything. */
 export function mountCheck(ctx: OpContext, raw: unknown): Promise<MountCheckResult> {
   const name = reqString('mountCheck', argsObject('mountCheck', raw), 'name');
   return withPool(ctx, 'read', (pool) => {
-    const d = pool.findDevice(name);
+    const d = resolveImageName(pool, name);
     if (d === undefined || d.state !== 'active') throw noSuchDevice(name);
     return { name: d.name, devId: d.id, kind: d.kind, readOnly: d.readOnly };
   });
 }
 
-export const MOUNT_OPS: Record<string, OpFn> = { mount, umount, mounts, status, mountCheck };
+export const MOUNT_OPS: Record<string, OpFn> = { mount, umount, mounts, status, stats, mountCheck };
 
 /** ENOENT for an unknown image or container name. */
-export function noSuchDevice(name: string): Error {
-  return fail('ENOENT', 'mount', name, `no image or container named '${name}' (see \`thinfs ls\`)`);
+export function noSuchDevice(name: string, syscall = 'mount'): Error {
+  return fail('ENOENT', syscall, name, `no image or container named '${name}' (see \`thinfs ls\`)`);
 }
 
 /** Without a daemon: detach a dead mount a killed daemon recorded (or any dead thinfs mount at that path). */
