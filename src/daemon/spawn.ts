@@ -36,7 +36,7 @@ export async function ensureDaemon(root: string, opts: EnsureOptions = {}): Prom
   args.push('daemon');
   let exited: number | null | undefined;
   try {
-    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: process.env });
+    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: daemonEnv(process.env) });
     child.on('exit', (code) => (exited = code));
     child.on('error', (err) => {
       log.error({ err }, 'cannot start the daemon');
@@ -92,4 +92,14 @@ function lastError(file: string): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * The daemon's environment: the CLI's (THINFS_FUSE, the log settings and the rest reach
+ * it), with glibc's MALLOC_MMAP_THRESHOLD_ at 256 KiB unless set: libfuse3's 1 MiB
+ * receive buffers are then mmapped and given back when freed (measured in lowlevel.ts:
+ * 50 mounts after 4 MiB written into each, 135 MiB RSS without it, 113 MiB with it).
+ */
+export function daemonEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { MALLOC_MMAP_THRESHOLD_: '262144', ...env };
 }

@@ -280,6 +280,8 @@ export interface LowLevelOptions {
   cloneFd?: boolean;
   /** libfuse's -d: every request on stderr. */
   debug?: boolean;
+  /** Called once per answered request (op, milliseconds in the handler, errno or 0): the mount's counters. */
+  onAnswer?: (op: string, ms: number, errno: number) => void;
 }
 
 /** What the kernel and libfuse agreed on at INIT. */
@@ -507,12 +509,14 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions, capabilities: (ino: n
   const SET = FuseLowLevel.SET;
   const debug = log.isLevelEnabled('debug');
   const mount = opts.name;
+  const onAnswer = opts.onAnswer;
 
   /** For log lines and error messages: '#ino' or '#parent/name' (a byte string). */
   const target = (ino: number, name?: ByteString): string => (name === undefined ? `#${ino}` : `#${ino}/${name}`);
 
   function finish(op: string, ino: number, name: ByteString | undefined, errno: number, t0: number): void {
     const ms = performance.now() - t0;
+    onAnswer?.(op, ms, errno);
     if (ms > SLOW_OP_MS) log.warn({ op, target: target(ino, name), errno, ms: Math.round(ms), mount }, 'slow FUSE operation');
     else if (debug) log.debug({ op, target: target(ino, name), errno, ms: Number(ms.toFixed(3)), mount }, 'op');
   }

@@ -19,6 +19,13 @@
  * A view mounts only on an empty directory (what libfuse does without `nonempty`): files
  * underneath would be hidden while it is mounted, and at a default mountpoint they are
  * writes that missed the container.
+ *
+ * Two transports, chosen by THINFS_FUSE (read when a view is mounted, so the daemon's
+ * environment decides): `hl` (default), fuse-native's libfuse2 high-level, path-based
+ * API (ops.ts); `ll`, libfuse3's low-level, inode-based API (lowlevel.ts + ll-ops.ts),
+ * where a nodeid is a thinfs inode and the kernel caches (options.ts says why each
+ * option). On `ll` an unmount from outside (umount(8), fusermount -u) ends the session
+ * at once, and `onGone` listeners hear of it then.
  */
 import * as fsp from 'node:fs/promises';
 import { fail, isThinfsError } from '../errors.js';
@@ -29,10 +36,31 @@ import { IdMap } from './idmap.js';
 import { busyReport, isBusy, type BusyReport } from './holders.js';
 import { lazyUnmount, probeMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
 import { loadFuse, releaseUnmounted, type FuseHandle } from './native.js';
+import { makeLowLevelOps } from './ll-ops.js';
+import { LowLevelSession } from './lowlevel.js';
 import { makeOps } from './ops.js';
-import { mountOptions } from './options.js';
+import { lowLevelOptions, mountOptions } from './options.js';
 
 const log = logger('fuse');
+
+/** The FUSE transport of new mounts: THINFS_FUSE=ll|hl (default hl). */
+export function fuseTransport(env: NodeJS.ProcessEnv = process.env): 'll' | 'hl' {
+  const t = env.THINFS_FUSE ?? 'hl';
+  if (t !== 'll' && t !== 'hl') throw fail('EINVAL', 'mount', undefined, `THINFS_FUSE=${t}: expected ll or hl`);
+  return t;
+}
+
+/** What a transport does once the kernel has let go of (or is told to detach) a mount. */
+interface Transport {
+  /** After a non-lazy unmount succeeded: let go of the session. */
+  release(): Promise<void>;
+  /** Lazy detach, busy or not. */
+  detach(): Promise<void>;
+  /** True once the session has ended (ll only: hl asks the kernel's mount table). */
+  ended(): boolean | undefined;
+  /** Calls `cb` when the session ends by itself (ll only). */
+  onEnded(cb: () => void): void;
+}
 
 /** How long the kernel may take to send FUSE_INIT after mount(2). */
 const INIT_TIMEOUT_MS = 15_000;
@@ -55,6 +83,8 @@ export interface MountSpec {
 /** A view mounted through FUSE. */
 export class FuseMount {
   private unmounted = false;
+  /** A thinfs unmount is under way: the session ending now is ours, not from outside. */
+  private unmounting = false;
 
   private constructor(
     readonly name: string,
@@ -65,8 +95,22 @@ export class FuseMount {
     readonly setuid: boolean,
     /** What the user should be told (e.g. allow_other refused by fuse.conf). */
     readonly warnings: readonly string[],
-    private readonly handle: FuseHandle,
-  ) {}
+    private readonly transport: Transport,
+  ) {
+    transport.onEnded(() => {
+      if (this.unmounted || this.unmounting) return;
+      this.unmounted = true;
+      log.debug({ mount: this.name, mountpoint: this.mountpoint }, 'the low-level session ended');
+      for (const cb of this.goneListeners.splice(0)) cb();
+    });
+  }
+
+  private readonly goneListeners: Array<() => void> = [];
+
+  /** Calls `cb` once if the mount is unmounted from outside thinfs (ll: at once; hl: never, see stillMounted). */
+  onGone(cb: () => void): void {
+    this.goneListeners.push(cb);
+  }
 
   /** Mount `spec.fs` at `spec.mountpoint`; resolves once the kernel has initialised the mount. */
   static async mount(spec: MountSpec): Promise<FuseMount> {
@@ -75,27 +119,45 @@ export class FuseMount {
       throw fail('EINVAL', 'mount', spec.mountpoint, 'a mountpoint may not contain quotes, $, backquotes, backslashes or newlines');
     }
     await checkMountpoint(spec.mountpoint);
+    const transport = fuseTransport();
+    const cleanup = async (err: unknown): Promise<never> => {
+      // A half-made mount (mount(2) done, libfuse setup failed) must not stay behind.
+      if (thinfsMountAt(spec.mountpoint) !== undefined) await lazyUnmount(spec.mountpoint).catch(() => {});
+      throw err;
+    };
+    if (transport === 'll') {
+      const o = lowLevelOptions({ name: spec.name, readOnly: spec.readOnly, nosuid: spec.nosuid === true });
+      for (const w of o.warnings) log.warn({ mount: spec.name }, w);
+      const counters = spec.counters;
+      const handlers = makeLowLevelOps(spec.fs, {
+        uids: spec.uids ?? new IdMap(),
+        gids: spec.gids ?? new IdMap(),
+        counters,
+        keepCache: o.keepCache,
+        writebackCache: o.options.writebackCache,
+      });
+      const options = { ...o.options, onAnswer: counters === undefined ? undefined : (op: string, ms: number, errno: number) => counters.record(op, ms, errno) };
+      const session = await withTimeout(LowLevelSession.mount(spec.mountpoint, handlers, options), spec.mountpoint)
+        .catch((err: unknown) => cleanup(llMountError(err as Error, spec.mountpoint)));
+      log.info({ mount: spec.name, mountpoint: spec.mountpoint, readOnly: spec.readOnly, options: o.options.mountOptions, transport }, 'mounted');
+      return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, o.allowOther, o.setuid, o.warnings, llTransport(session, spec.mountpoint));
+    }
     const Fuse = loadFuse();
     const { options, allowOther, setuid, warnings } = mountOptions({ name: spec.name, readOnly: spec.readOnly, nosuid: spec.nosuid === true });
     for (const w of warnings) log.warn({ mount: spec.name }, w);
     const ops = makeOps(spec.fs, { name: spec.name, uids: spec.uids ?? new IdMap(), gids: spec.gids ?? new IdMap(), counters: spec.counters });
     const handle = new Fuse(spec.mountpoint, ops, options);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        reject(fail('ETIMEDOUT', 'mount', spec.mountpoint, `the kernel did not initialise the mount within ${INIT_TIMEOUT_MS / 1000} s`));
-      }, INIT_TIMEOUT_MS);
-      handle.mount((err) => {
-        clearTimeout(timer);
-        if (err === null || err === undefined) resolve();
-        else reject(mountError(err, spec.mountpoint));
-      });
-    }).catch(async (err) => {
-      // A half-made mount (mount(2) done, libfuse setup failed) must not stay behind.
-      if (thinfsMountAt(spec.mountpoint) !== undefined) await lazyUnmount(spec.mountpoint).catch(() => {});
-      throw err;
-    });
-    log.info({ mount: spec.name, mountpoint: spec.mountpoint, readOnly: spec.readOnly, options }, 'mounted');
-    return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, allowOther, setuid, warnings, handle);
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        handle.mount((err) => {
+          if (err === null || err === undefined) resolve();
+          else reject(mountError(err, spec.mountpoint));
+        });
+      }),
+      spec.mountpoint,
+    ).catch(cleanup);
+    log.info({ mount: spec.name, mountpoint: spec.mountpoint, readOnly: spec.readOnly, options, transport }, 'mounted');
+    return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, allowOther, setuid, warnings, hlTransport(handle, spec.mountpoint, spec.name));
   }
 
   /**
@@ -108,9 +170,14 @@ export class FuseMount {
     if (this.unmounted) return undefined;
     const before = await busyReport(this.mountpoint);
     if (isBusy(before)) return before;
-    if ((await unmountNow(this.mountpoint)) === 'busy') return busyReport(this.mountpoint);
+    this.unmounting = true;
+    try {
+      if ((await unmountNow(this.mountpoint)) === 'busy') return busyReport(this.mountpoint);
+    } finally {
+      this.unmounting = false;
+    }
     this.unmounted = true;
-    releaseUnmounted(this.handle);
+    await this.transport.release();
     log.info({ mount: this.name, mountpoint: this.mountpoint }, 'unmounted');
     return undefined;
   }
@@ -123,21 +190,73 @@ export class FuseMount {
   async detach(): Promise<void> {
     if (this.unmounted) return;
     this.unmounted = true;
-    await new Promise<void>((resolve) => {
-      this.handle.unmount((err) => {
-        if (err !== null && err !== undefined) log.debug({ mount: this.name, err }, 'fuse-native unmount reported an error');
-        resolve();
-      });
-    });
-    // fuse-native's fusermount may fail (already unmounted by hand, fusermount missing): make sure.
-    if (thinfsMountAt(this.mountpoint) !== undefined) await lazyUnmount(this.mountpoint);
+    await this.transport.detach();
     log.info({ mount: this.name, mountpoint: this.mountpoint }, 'detached lazily');
   }
 
   /** False once the kernel no longer lists the mount (someone ran umount(8) on it); `mounted`: the thinfs mountpoints now. */
   stillMounted(mounted: ReadonlySet<string> = thinfsMountpoints()): boolean {
-    return !this.unmounted && mounted.has(this.mountpoint);
+    if (this.unmounted) return false;
+    return this.transport.ended() === undefined ? mounted.has(this.mountpoint) : !this.transport.ended();
   }
+}
+
+/** Rejects with ETIMEDOUT when the kernel has not initialised the mount in time. */
+function withTimeout<T>(p: Promise<T>, mountpoint: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(fail('ETIMEDOUT', 'mount', mountpoint, `the kernel did not initialise the mount within ${INIT_TIMEOUT_MS / 1000} s`));
+    }, INIT_TIMEOUT_MS);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** libfuse2 through fuse-native: the session ends when told (fusermount -uz, or a release after unmountNow). */
+function hlTransport(handle: FuseHandle, mountpoint: string, name: string): Transport {
+  return {
+    release: async () => releaseUnmounted(handle),
+    detach: async () => {
+      await new Promise<void>((resolve) => {
+        handle.unmount((err) => {
+          if (err !== null && err !== undefined) log.debug({ mount: name, err }, 'fuse-native unmount reported an error');
+          resolve();
+        });
+      });
+      // fuse-native's fusermount may fail (already unmounted by hand, fusermount missing): make sure.
+      if (thinfsMountAt(mountpoint) !== undefined) await lazyUnmount(mountpoint);
+    },
+    ended: () => undefined,
+    onEnded: () => {},
+  };
+}
+
+/** How long an unmounted low-level session may take to end (its loop sees the connection close). */
+const SESSION_END_MS = 5_000;
+
+/** libfuse3 low-level: the session ends by itself once the kernel lets go (any unmount). */
+function llTransport(session: LowLevelSession, mountpoint: string): Transport {
+  return {
+    release: async () => {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([session.whenUnmounted(), new Promise<void>((resolve) => (timer = setTimeout(resolve, SESSION_END_MS)))]);
+      clearTimeout(timer);
+    },
+    detach: async () => {
+      await session.unmount().catch((err: unknown) => log.debug({ mountpoint, err }, 'low-level detach reported an error'));
+      if (thinfsMountAt(mountpoint) !== undefined) await lazyUnmount(mountpoint);
+    },
+    ended: () => session.ended,
+    onEnded: (cb) => session.onUnmounted(() => cb()),
+  };
 }
 
 /** The mountpoint must be an empty directory; a dead thinfs mount left there by a killed daemon is detached first. */
@@ -167,6 +286,11 @@ export function notEmpty(mountpoint: string, names: string[], why = 'a view moun
   const shown = names.slice(0, 3).map((n) => `'${n}'`).join(', ');
   const more = names.length > 3 ? ` and ${names.length - 3} more` : '';
   return fail('ENOTEMPTY', 'mount', mountpoint, `the mountpoint is not empty (it holds ${shown}${more}); ${why}`);
+}
+
+function llMountError(err: Error, mountpoint: string): Error {
+  if (isThinfsError(err)) return err;
+  return fail('EIO', 'mount', mountpoint, `libfuse could not mount (${err.message})`);
 }
 
 function mountError(err: Error, mountpoint: string): Error {
