@@ -57,7 +57,10 @@ export function thinfsMountpoints(): Set<string> {
 export async function probeMount(mountpoint: string): Promise<'served' | 'dead' | 'none'> {
   if (thinfsMountAt(mountpoint) === undefined) return 'none';
   try {
-    await fsp.stat(mountpoint);
+    // statfs, not stat: the kernel answers stat from its attribute cache (long attr
+    // timeouts on the low-level transport) even when the daemon is gone; STATFS always
+    // goes to the daemon.
+    await fsp.statfs(mountpoint);
     return 'served';
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;

@@ -25,10 +25,11 @@ function cwdHolder(dir: string): ChildProcess {
 /**
  * A shell (cwd outside the view) holding `file` open for appending on fd 3, as `exec 3>>file`:
  * it writes "before" at once, then each line it reads from stdin, answering "ok" (or exits 3
- * when the write fails).
+ * when the write or its sync fails).
  */
 async function fdHolder(file: string, cwd: string): Promise<ChildProcess & { send(line: string): Promise<void> }> {
-  const script = 'exec 3>>"$1"; echo before >&3; echo ready; while read -r line; do echo "$line" >&3 || exit 3; echo ok; done';
+  // Each line is written and synced (the writeback cache takes an unsynced write even on a dead mount).
+  const script = 'exec 3>>"$1"; echo before >&3; echo ready; while read -r line; do { echo "$line" >&3 && sync -d /proc/self/fd/3; } || exit 3; echo ok; done';
   const child = spawn('bash', ['-c', script, 'holder', file], { cwd, stdio: ['pipe', 'pipe', 'ignore'] });
   let buffered = '';
   const waiters: ((line: string) => void)[] = [];
