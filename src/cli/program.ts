@@ -31,9 +31,10 @@ import * as load from './commands/load.js';
 import * as save from './commands/save.js';
 import * as diff from './commands/diff.js';
 import * as stats from './commands/stats.js';
+import * as snapshotter from './commands/snapshotter.js';
 
 /** Commands in the order help lists them; later ones (import, create, mount, ...) register here too. */
-const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, exportCmd, load, save, create, commit, ls, inspect, diff, rm, mount, umount, mounts, stats, runCmd, daemon];
+const COMMANDS: { register(program: Command): void }[] = [init, info, resize, check, trim, importCmd, exportCmd, load, save, create, commit, ls, inspect, diff, rm, mount, umount, mounts, stats, runCmd, snapshotter, daemon];
 
 /** Build the program; `parseAsync` rejects with a CommanderError, UsageError or ThinfsError. */
 export function buildProgram(): Command {

@@ -7,6 +7,7 @@ import type { OpFn } from './context.js';
 import { POOL_OPS } from './pool-ops.js';
 import { MOUNT_OPS } from './mount-ops.js';
 import { IMAGE_OPS } from './image-ops.js';
+import { SNAPSHOT_OPS } from './snapshot-ops.js';
 import { DIFF_OPS } from './diff-ops.js';
 import { withExportProgress } from './export-progress.js';
 
@@ -23,6 +24,7 @@ export const OPS: Record<string, OpFn> = {
   // The exporter reports no progress of its own: the tar it writes is watched (export-progress.ts).
   export: withExportProgress(IMAGE_OPS.export!),
   ...DIFF_OPS,
+  ...SNAPSHOT_OPS,
 };
 
 /** Operations that must run in the calling process, never in a daemon (init: there is no pool yet). */
