@@ -132,6 +132,16 @@ export class MountTable {
     });
   }
 
+  /**
+   * Resolves once what was written to the mount of device `name` (if it is mounted) has
+   * reached its Filesystem (FuseMount.flush: the kernel's writeback cache). Commit, export
+   * and diff of a mounted container should call it first, to see the writes of files still
+   * open (closing a file writes its pages back: fuse_flush).
+   */
+  async flush(name: string): Promise<void> {
+    await this.findEntry(name, undefined)?.fuse.flush();
+  }
+
   /** The mount of device `name` (a device name or an image reference), else the one at `mountpoint`. */
   private findEntry(name: string, mountpoint: string | undefined): Entry | undefined {
     if (name !== '') {

@@ -106,6 +106,17 @@ export async function lazyUnmount(mountpoint: string): Promise<void> {
   throw fail('EBUSY', 'umount', mountpoint, `cannot unmount (${errors.join('; ')})`);
 }
 
+/**
+ * syncfs(2) of a mount, from a child process (`sync -f`), so the calling daemon stays free
+ * to answer the WRITEs the kernel sends meanwhile: every dirty page of the view (the
+ * low-level transport's writeback cache) has reached the daemon when it resolves. EIO
+ * with the reason when sync fails.
+ */
+export async function syncMount(mountpoint: string): Promise<void> {
+  const r = await run('sync', ['-f', mountpoint]);
+  if (r !== null) throw fail('EIO', 'sync', mountpoint, `cannot write the view's cached pages back (${r})`);
+}
+
 /** Run a command; null on success, else its error text. */
 function run(cmd: string, args: string[]): Promise<string | null> {
   return new Promise((resolve) => {

@@ -34,7 +34,7 @@ import { logger } from '../log.js';
 import type { MountCounters } from './counters.js';
 import { IdMap } from './idmap.js';
 import { busyReport, isBusy, type BusyReport } from './holders.js';
-import { lazyUnmount, probeMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
+import { lazyUnmount, probeMount, syncMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
 import { loadFuse, releaseUnmounted, type FuseHandle } from './native.js';
 import { makeLowLevelOps } from './ll-ops.js';
 import { LowLevelSession } from './lowlevel.js';
@@ -192,6 +192,17 @@ export class FuseMount {
     this.unmounted = true;
     await this.transport.detach();
     log.info({ mount: this.name, mountpoint: this.mountpoint }, 'detached lazily');
+  }
+
+  /**
+   * Resolves once everything written to the view has reached the Filesystem: with the
+   * low-level transport's writeback cache, written pages may still sit in the kernel.
+   * Call it before reading a mounted container behind the kernel (commit, export, diff).
+   * At once on libfuse2, where every write(2) reaches the daemon before it returns.
+   */
+  async flush(): Promise<void> {
+    if (this.unmounted || this.transport.ended() === undefined) return;
+    await syncMount(this.mountpoint);
   }
 
   /** False once the kernel no longer lists the mount (someone ran umount(8) on it); `mounted`: the thinfs mountpoints now. */
