@@ -1,7 +1,8 @@
 /**
- * The snapshotter's way to the pool: every snapshot operation goes to the pool's daemon
- * over its control socket (daemon/client.ts runOp), never to a pool this process opens
- * while a daemon runs — one writer per pool (DESIGN.md §6).
+ * The snapshotter's way to the pool: every snapshot operation is run by daemon/client.ts
+ * runOp — in the pool's daemon over its control socket when one answers, else in this
+ * process like any thinfs command. So this process never opens the pool while a daemon
+ * runs: one writer per pool (DESIGN.md §6).
  *
  * Why a process of its own, and not inside the daemon: the daemon's lifetime is its
  * mounts' (it exits after the last one unless --stay; a restart drops every FUSE mount of
@@ -12,13 +13,15 @@
  * price is one local round trip per call (newline-delimited JSON over a unix socket),
  * small beside what the calls do (a mount, a commit).
  *
- * The daemon serves the views (FUSE mounts of active snapshots), so the snapshotter makes
- * sure one runs: when none answers, it starts one with --stay (a snapshotter's views come
- * and go all the time: unpacking commits each layer, and a daemon that exits after its last
- * unmount would restart for every layer). A daemon already running without --stay (a
- * `thinfs mount` started it) is used as it is; if it exits, the next call starts one that
- * stays. The mounts the daemon answers are checked to be served (the mountpoint is a
- * different file system from its parent) before containerd gets them.
+ * The daemon serves the views (FUSE mounts of active snapshots), so before a call that
+ * mounts one (Prepare, View, Mounts) the snapshotter makes sure a daemon runs: when none
+ * answers, it starts one with --stay (a snapshotter's views come and go all the time:
+ * unpacking commits each layer, and a daemon that exits after its last unmount would
+ * restart for every layer). A daemon already running without --stay (a `thinfs mount`
+ * started it) is used as it is; if it exits, the next mounting call starts one that stays.
+ * Other calls need no daemon: without one, no view is mounted. The mounts the daemon
+ * answers are checked to be served (the mountpoint is a different file system from its
+ * parent) before containerd gets them.
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -51,7 +54,8 @@ export function daemonBackend(root: string, opts: DaemonBackendOptions = {}): Sn
   const daemon = new StayingDaemon(root, opts.logLevel);
   return {
     async call<R>(op: string, args: object): Promise<R> {
-      await daemon.ensure();
+      // Only a view needs the daemon; the rest runs in it when it runs, else here (runOp), where nothing is mounted.
+      if (MOUNTING.has(op)) await daemon.ensure();
       let result: unknown;
       try {
         result = await runOp(root, op, args);
