@@ -44,6 +44,7 @@ const START_TIMEOUT_MS = 20_000;
 /** How long a mount the daemon made may take to show at its mountpoint. */
 const SERVE_TIMEOUT_MS = 10_000;
 
+/** How the daemon backend starts a daemon. */
 export interface DaemonBackendOptions {
   /** Passed to a daemon this process starts, as --log-level. */
   logLevel?: string;

@@ -31,6 +31,7 @@ export function defaultAddress(root: string): string {
   return path.join(root, 'run', 'snapshotter.sock');
 }
 
+/** What `thinfs snapshotter` serves, where. */
 export interface SnapshotterOptions {
   root: string;
   /** The unix socket to serve on (default ROOT/run/snapshotter.sock). */

@@ -26,6 +26,7 @@ export interface SnapshotBackend {
   call<R>(op: string, args: object): Promise<R>;
 }
 
+/** A serving Snapshots endpoint. */
 export interface SnapshotServer {
   address: string;
   /** Stop accepting; wait up to `graceMs` for calls in flight, then cut them off. */

@@ -76,6 +76,7 @@ export interface SnapshotMount {
   options: string[];
 }
 
+/** What a snapshot holds itself (containerd's Usage). */
 export interface SnapshotUsage {
   /** Bytes only this snapshot holds (its device's exclusive blocks), not its parents'. */
   size: number;
@@ -83,6 +84,7 @@ export interface SnapshotUsage {
   inodes: number;
 }
 
+/** What Cleanup removed. */
 export interface CleanupResult {
   /** Snapshot devices no record knows, removed. */
   removed: string[];

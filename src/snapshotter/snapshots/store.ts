@@ -42,6 +42,7 @@ const SNAPSHOT_MIGRATIONS: string[] = [
   `,
 ];
 
+/** containerd's kinds of snapshot (Kind in snapshots.proto, lower case). */
 export type SnapshotKind = 'active' | 'view' | 'committed';
 
 /** One snapshot as stored. */
