@@ -398,6 +398,28 @@ describe('snapshot lifecycle through gRPC', () => {
     expect(await codeOf(r.client.prepare(''))).toBe('INVALID_ARGUMENT');
   });
 
+  it('concurrent unpacks of one layer: each Prepare and Commit is whole, the loser of the name gets AlreadyExists', async () => {
+    await r.client.prepare(EXTRACT);
+    await r.client.commit(LAYER, EXTRACT);
+    // Ten unpacks of the same next layer at once, as two image pulls sharing a base do.
+    const results = await Promise.all(
+      Array.from({ length: 10 }, async (_, i) => {
+        const key = `default/${10 + i}/extract-${i} sha256:2222`;
+        await r.client.prepare(key, LAYER);
+        writeInto(r.pool, snapshotDeviceName(key), { [`/from-${i}`]: `${i}\n` });
+        return codeOf(r.client.commit('default/20/sha256:2222', key));
+      }),
+    );
+    expect(results.filter((c) => c === 'OK')).toHaveLength(1);
+    expect(results.filter((c) => c === 'ALREADY_EXISTS')).toHaveLength(9);
+    const active = (await r.client.list(['kind==active'])).infos.map((i) => i.name);
+    expect(active).toHaveLength(9);
+    for (const key of active) await r.client.remove(key);
+    expect((await r.client.list()).infos.map((i) => i.name).sort()).toEqual(['default/20/sha256:2222', LAYER].sort());
+    expect(r.pool.listDevices()).toHaveLength(2);
+    expect(r.pool.check().clean).toBe(true);
+  });
+
   it('a thinfs device removed by hand takes its record with it', async () => {
     await r.client.prepare(EXTRACT);
     r.mounts.mounted.clear();
