@@ -2,7 +2,7 @@
  * The one translator from errors to FUSE return codes (JuiceFS's habit): a ThinfsError
  * answers with its errno; anything else is a bug or an environment failure we did not
  * expect, so it is logged with its stack and answered with EIO. Nothing thrown below the
- * adapter ever reaches fuse-native or the daemon's event loop.
+ * adapter ever reaches the binding or the daemon's event loop.
  */
 import { constants } from 'node:os';
 import { ThinfsError } from '../errors.js';
@@ -13,7 +13,7 @@ const log = logger('fuse');
 
 const EIO = constants.errno.EIO;
 
-/** The negative errno fuse-native expects for `err`, raised by operation `op` on `path` (a byte string). */
+/** The negative errno for `err`, raised by operation `op` on `path` (a byte string). */
 export function toErrno(err: unknown, op: string, path: string | undefined): number {
   if (err instanceof ThinfsError) return -err.errno;
   // Node's own system errors (a failed pwrite on the data file) carry a negative errno too.

@@ -25,7 +25,7 @@
  *  - Names are bytes: byte strings in and out (fs/bytes.ts), untouched here.
  *  - No access handler: the kernel checks permissions (default_permissions), or, on a
  *    mount without allow_other, only the mounting user gets in and may do anything (as
- *    the libfuse2 path did); a read-only view is refused writes by the VFS (mount -o ro).
+ *    thinfs always did); a read-only view is refused writes by the VFS (mount -o ro).
  *    Without the handler the kernel stops asking (ENOSYS once). No flush handler either:
  *    close(2) has nothing to flush above the pool (the kernel writes dirty pages back
  *    before it would send FLUSH, and stops sending it after one ENOSYS).

@@ -1,38 +1,12 @@
 /**
- * The libfuse2 options of a thinfs mount, and why each one.
+ * The options of a thinfs mount, and why each one. Mounts are served through libfuse3's
+ * low-level, inode-based API (lowlevel.ts, ll-ops.ts): a FUSE nodeid is a thinfs inode
+ * number, so every name of a file is one kernel inode with one page cache. That is what
+ * makes kernel caching safe here; libfuse2's high-level API (one nodeid per *name*) forced
+ * attr_timeout=0 and no kernel_cache (a write through one name of a hard link left the
+ * other reading the old bytes), and needed use_ino, hard_remove and big_writes, all gone.
  *
- *  big_writes, max_write=131072   libfuse2 sends 4 KiB writes without them (measured
- *                                 47 vs 401 MiB/s); 128 KiB is libfuse2's ceiling.
- *  max_read=131072                reads in 128 KiB requests too.
- *  use_ino                        st_ino and readdir's d_ino are thinfs inode numbers
- *                                 (stable across copy-up and rename), not libfuse's.
- *  hard_remove                    unlink removes the name at once instead of renaming an
- *                                 open file to .fuse_hiddenXXX (which makes rmdir of its
- *                                 directory fail and shows up in listings). Open handles
- *                                 keep working: the fuse-native patch sets nullpath_ok and
- *                                 the handlers of open files work by handle, not path.
- *  auto_cache                     keep the page cache across opens unless the file's mtime
- *                                 or size changed since (libfuse checks at open). Not
- *                                 kernel_cache: libfuse2's high-level API gives each *name*
- *                                 its own kernel inode, so the two names of a hard link
- *                                 have two page caches, and with kernel_cache a write
- *                                 through one name left the other reading the old bytes
- *                                 forever (measured: `echo B > f; cat h` printed A). Every
- *                                 change goes through this one mount (the daemon is the
- *                                 pool's only writer, mounts a device at most once, and
- *                                 images never change), so the open-time check (on exact
- *                                 nanosecond mtimes, thanks to the fuse-native patch) is
- *                                 enough.
- *  entry_timeout=1, negative_timeout=1
- *                                 names (and their absence) are trusted for a second: they
- *                                 only change through this mount, which updates the kernel.
- *  attr_timeout=0                 attributes are asked for every time: for the same reason
- *                                 as above, a link, chmod or write through one name of a
- *                                 hard link would leave the other name's cached nlink,
- *                                 ctime and size stale for the timeout (tar then fails
- *                                 with "file changed as we read it" right after `cp -a`).
- *                                 Costs one round trip per stat (measured ~2.5x slower
- *                                 `find | xargs stat` over 5000 files).
+ * mount -o options (LowLevelOptions.mountOptions):
  *  fsname=thinfs:NAME, subtype=thinfs
  *                                 /proc/mounts shows `thinfs:NAME ... fuse.thinfs`.
  *  allow_other, default_permissions
@@ -62,12 +36,7 @@
  *                                 through the view; runtimes give a container its own /dev,
  *                                 and a device node in an image must not open the host's disk.
  *
- * The libfuse3 low-level session of a thinfs mount (THINFS_FUSE=ll; `lowLevelOptions`),
- * and why each setting. The mount -o options (fsname, subtype, allow_other,
- * default_permissions, ro, suid/nosuid, nodev) are the ones above, for the same reasons;
- * use_ino, hard_remove, big_writes and auto_cache are gone with libfuse2: the nodeid IS
- * the thinfs inode number, an unlinked open file keeps its nodeid until FORGET, and
- * writes come in max_write requests.
+ * The session (what libfuse3 and the kernel agree on at INIT, and each reply's flags):
  *  entry_timeout, attr_timeout, negative_timeout = LONG_TIMEOUT_S (a day)
  *                                 every name of a file is one kernel inode now, so the
  *                                 hard-link staleness that forced attr_timeout=0 is gone;
@@ -103,10 +72,6 @@
  */
 import * as fs from 'node:fs';
 import type { LowLevelOptions } from './lowlevel.js';
-import type { FuseMountOptions } from './native.js';
-
-/** libfuse2 moves at most 128 KiB per read or write request. */
-export const MAX_IO_BYTES = 128 * 1024;
 
 export interface MountOptionsInput {
   /** The device name (fsname=thinfs:NAME). */
@@ -118,39 +83,6 @@ export interface MountOptionsInput {
   asRoot?: boolean;
   /** Contents of /etc/fuse.conf (default: read it). */
   fuseConf?: string;
-}
-
-export interface MountOptionsResult {
-  options: FuseMountOptions;
-  allowOther: boolean;
-  /** The kernel will honour setuid/setgid bits (root mount without --nosuid). */
-  setuid: boolean;
-  /** Things the user should know (allow_other refused by fuse.conf). */
-  warnings: string[];
-}
-
-/** The fuse-native options of a mount of device `name`. */
-export function mountOptions(input: MountOptionsInput): MountOptionsResult {
-  const { asRoot, allowOther, warnings } = access(input);
-  // attr_timeout=0 goes here: fuse-native drops a 0 (falsy) attrTimeout.
-  const extraOptions = ['big_writes', `max_write=${MAX_IO_BYTES}`, 'use_ino', 'hard_remove', 'attr_timeout=0', 'negative_timeout=1'];
-  if (input.readOnly) extraOptions.push('ro');
-  const setuid = asRoot && input.nosuid !== true;
-  extraOptions.push(setuid ? 'suid' : 'nosuid', 'nodev');
-  const options: FuseMountOptions = {
-    fsname: `thinfs:${sanitize(input.name)}`,
-    subtype: 'thinfs',
-    maxRead: MAX_IO_BYTES,
-    autoCache: true,
-    entryTimeout: 1,
-    allowOther,
-    defaultPermissions: allowOther,
-    // thinfs never answers late on purpose; fuse-native's 15 s default would answer
-    // ETIMEDOUT to a slow commit and let the kernel believe a write failed.
-    timeout: false,
-    extraOptions,
-  };
-  return { options, allowOther, setuid, warnings };
 }
 
 /** Who may enter the view (allow_other) and what to tell the user about it. */
@@ -170,11 +102,11 @@ function access(input: MountOptionsInput): { asRoot: boolean; allowOther: boolea
 }
 
 /** libfuse3's largest request (its receive buffer): 1 MiB. */
-export const LL_MAX_IO_BYTES = 1024 * 1024;
+export const MAX_IO_BYTES = 1024 * 1024;
 /** Seconds the kernel trusts names, attributes and absent names (see the top comment). */
 export const LONG_TIMEOUT_S = 86_400;
 
-export interface LowLevelMountOptions {
+export interface MountOptionsResult {
   options: Omit<LowLevelOptions, 'onAnswer'>;
   allowOther: boolean;
   setuid: boolean;
@@ -183,8 +115,8 @@ export interface LowLevelMountOptions {
   keepCache: boolean;
 }
 
-/** The libfuse3 low-level session options of a mount of device `name` (THINFS_FUSE=ll). */
-export function lowLevelOptions(input: MountOptionsInput): LowLevelMountOptions {
+/** The libfuse3 low-level session options of a mount of device `name`. */
+export function mountOptions(input: MountOptionsInput): MountOptionsResult {
   const { asRoot, allowOther, warnings } = access(input);
   const setuid = asRoot && input.nosuid !== true;
   const mountOptions = [`fsname=thinfs:${sanitize(input.name)}`, 'subtype=thinfs'];
@@ -200,7 +132,7 @@ export function lowLevelOptions(input: MountOptionsInput): LowLevelMountOptions 
       negativeTimeout: LONG_TIMEOUT_S,
       writebackCache: !input.readOnly,
       readdirplus: 'auto',
-      maxWriteBytes: LL_MAX_IO_BYTES,
+      maxWriteBytes: MAX_IO_BYTES,
     },
     allowOther,
     setuid,

@@ -3,8 +3,9 @@
  * them, on a real Filesystem over a temp pool. Every entry handed out is one lookup the
  * kernel holds (an unlinked file lives until forget), ids are shown through the maps and
  * new owners mapped back, O_WRONLY opens readable and O_APPEND is left to the kernel
- * (writeback cache), byte counts reach the counters, and the session options are the
- * ones options.ts documents.
+ * (writeback cache), byte counts reach the counters, errors become errnos through the one
+ * translator (unexpected ones EIO), and the session options are the ones options.ts
+ * documents.
  */
 import * as path from 'node:path';
 import { constants } from 'node:fs';
@@ -13,7 +14,10 @@ import { Filesystem, ROOT_INO, type Ino } from '../../src/fs/index.js';
 import { MountCounters } from '../../src/fuse/counters.js';
 import { IdMap, OVERFLOW_ID, parseIdRange } from '../../src/fuse/idmap.js';
 import { makeLowLevelOps } from '../../src/fuse/ll-ops.js';
-import { lowLevelOptions } from '../../src/fuse/options.js';
+import { mountOptions, userAllowOther } from '../../src/fuse/options.js';
+import { toErrno } from '../../src/fuse/errno.js';
+import { ThinfsError } from '../../src/errors.js';
+import { constants as osConstants } from 'node:os';
 import { Pool, type DevId } from '../../src/pool/index.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -113,13 +117,37 @@ describe('the low-level operations table', () => {
   });
 
   it('session options: long timeouts, writeback cache and 1 MiB writes; ro and nosuid as asked', () => {
-    const rw = lowLevelOptions({ name: 'c,1', readOnly: false, asRoot: true });
+    const rw = mountOptions({ name: 'c,1', readOnly: false, asRoot: true });
     expect(rw.options.mountOptions).toEqual(['fsname=thinfs:c_1', 'subtype=thinfs', 'allow_other', 'default_permissions', 'suid', 'nodev']);
     expect(rw.options).toMatchObject({ writebackCache: true, maxWriteBytes: 1024 * 1024, readdirplus: 'auto' });
     expect(rw.options.attrTimeout).toBeGreaterThanOrEqual(3600);
     expect(rw.keepCache).toBe(true);
-    const ro = lowLevelOptions({ name: 'img', readOnly: true, asRoot: false, fuseConf: '' });
+    const ro = mountOptions({ name: 'img', readOnly: true, asRoot: false, fuseConf: '' });
     expect(ro.options.mountOptions).toEqual(['fsname=thinfs:img', 'subtype=thinfs', 'ro', 'nosuid', 'nodev']);
     expect(ro.warnings.join()).toMatch(/allow_other/);
+  });
+});
+
+describe('errnos, id maps and mount options', () => {
+  it('turns a ThinfsError into its errno and anything unexpected into EIO', () => {
+    expect(toErrno(new ThinfsError('ENOSPC', 'write'), 'write', '/x')).toBe(-osConstants.errno.ENOSPC);
+    expect(toErrno(new TypeError('boom'), 'getattr', '#1')).toBe(-osConstants.errno.EIO);
+  });
+
+  it('parses C:H:N and refuses overlaps', () => {
+    expect(parseIdRange('0:1000:1')).toEqual({ containerId: 0, hostId: 1000, count: 1 });
+    for (const bad of ['0:1000', 'a:b:c', '1:2:0', '-1:2:3', '0:4294967295:2']) expect(() => parseIdRange(bad)).toThrow(/EINVAL/);
+    expect(() => new IdMap([parseIdRange('0:1000:10'), parseIdRange('5:2000:10')])).toThrow(/overlap/);
+    expect(() => new IdMap([parseIdRange('0:1000:10'), parseIdRange('100:1005:1')])).toThrow(/overlap/);
+  });
+
+  it('gives non-root mounts allow_other only where fuse.conf allows it, and says so', () => {
+    const denied = mountOptions({ name: 'c1', readOnly: false, asRoot: false, fuseConf: '#user_allow_other\n' });
+    expect(denied.allowOther).toBe(false);
+    expect(denied.options.mountOptions).not.toContain('allow_other');
+    expect(denied.warnings[0]).toMatch(/user_allow_other/);
+    const allowed = mountOptions({ name: 'c1', readOnly: false, asRoot: false, fuseConf: 'user_allow_other\n' });
+    expect(allowed.options.mountOptions).toEqual(expect.arrayContaining(['allow_other', 'default_permissions', 'nosuid']));
+    expect(userAllowOther('  user_allow_other  # yes\n')).toBe(true);
   });
 });
