@@ -118,7 +118,7 @@ describe.skipIf(!haveBusybox())('images and containers end to end', () => {
       expect(namesIn(v, '/var/lib/app')).toEqual(['c']);
     });
     const text = await ok('ls');
-    expect(text.stdout).toMatch(/^NAME\s+KIND\s+PARENT\s+MODE\s+USED\s+EXCLUSIVE\s+CREATED\s+STATE\n/);
+    expect(text.stdout).toMatch(/^NAME\s+KIND\s+PARENT\s+MODE\s+USED\s+EXCLUSIVE\s+CREATED\s+STATE\s+MOUNTED\n/);
     expect(text.stdout).toMatch(/^layer2\s+image\s+busybox\s+ro\s/m);
   });
 

@@ -6,7 +6,7 @@
  * a corrupt blob and a rootfs tar are refused with one line, leaving the pool as it was
  * and clean; with a daemon running, load goes through it and the mount keeps answering.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -100,7 +100,7 @@ describe.skipIf(missing !== undefined)('load, save, ls, inspect, rm through the 
 
   it('ls lists the images by repository and tag, layer devices with --all; --json carries both', async () => {
     const text = (await ok('ls')).stdout;
-    expect(text).toMatch(/^NAME\s+KIND\s+PARENT\s+MODE\s+USED\s+EXCLUSIVE\s+CREATED\s+STATE\n/);
+    expect(text).toMatch(/^NAME\s+KIND\s+PARENT\s+MODE\s+USED\s+EXCLUSIVE\s+CREATED\s+STATE\s+MOUNTED\n/);
     expect(text).not.toMatch(/^layer-/m);
     expect(text).toMatch(/\nIMAGES\nREPOSITORY\s+TAG\s+IMAGE ID\s+DEVICE\s+LAYERS\s+SIZE\s+CREATED\n/);
     expect(text).toMatch(/^example.org\/test\/img\s+t\s+[0-9a-f]{12}\s+example.org_test_img:t\s+3\s/m);
@@ -168,11 +168,17 @@ describe.skipIf(missing !== undefined)('load, save, ls, inspect, rm through the 
     expect(check).toMatchObject({ code: 0 });
   });
 
-  it('rm of the images removes the layer devices once no image needs them', async () => {
+  it('rm of the images removes the layer devices once no image needs them, and says so', async () => {
     await ok('rm', 'c1');
     for (const name of ['layout:t', 'image.oci:t', 'example.org/test/img:t']) await ok('rm', name);
-    expect((await ls()).filter((d) => d.layer)).toHaveLength(3); // piped:latest still needs them
-    await ok('rm', 'piped:latest');
+    const layers = (await ls()).filter((d) => d.layer);
+    expect(layers).toHaveLength(3); // piped:latest still needs them
+    const last = await ok('rm', 'piped:latest');
+    // Top down: the layer right below the image first, then each one's parent.
+    const topDown: string[] = [];
+    for (let l = layers.find((x) => !layers.some((y) => y.parent === x.name)); l !== undefined; l = layers.find((x) => x.name === l!.parent)) topDown.push(l.name);
+    expect(topDown).toHaveLength(3);
+    expect(last.stdout.split('\n').filter((l) => l !== '')).toEqual(['deleted image piped:latest', ...topDown.map((n) => `deleted layer ${n}`)]);
     expect(await ls()).toEqual([]);
     expect(await info()).toMatchObject({ dataUsed: 0, dataOnDisk: 0 }); // freed and punched out of the data file
   });
@@ -212,5 +218,39 @@ describe.skipIf(missing !== undefined || noFuse !== undefined)('load through the
     const cfg = (await runOp<{ config: Record<string, unknown> }>(p.root, 'imageConfig', { name: 'example.org/test/img:t' })).config;
     expect(cfg).toMatchObject({ WorkingDir: '/etc', User: '1000:1000', Env: ['PATH=/usr/bin:/bin', 'GREETING=hello world'] });
     await p.umount(mnt);
+  });
+
+  it('mount and umount take the full reference of a loaded image; the mountpoint is named after its device', async () => {
+    const keep = await p.mount('sib'); // the daemon keeps running between the steps
+    try {
+      const mnt = await p.mount('example.org/test/img:t');
+      expect(mnt).toBe(path.join(p.root, 'mnt', 'example.org_test_img:t'));
+      expect(hostTree(mnt, { mtimes: true })).toEqual(hostTree(img.unpacked, { mtimes: true }));
+      const again = await p.cli('mount', 'example.org/test/img:t');
+      expect(again).toMatchObject({ code: 1, errLines: [expect.stringMatching(/^thinfs: EBUSY: already mounted at .*example.org_test_img:t, mount 'example.org\/test\/img:t'$/)] });
+      const u = await p.cli('umount', 'example.org/test/img:t');
+      expect(u).toMatchObject({ code: 0, stdout: `unmounted example.org_test_img:t from ${mnt}\n`, stderr: '' });
+      expect(fs.existsSync(mnt)).toBe(false);
+    } finally {
+      await p.umount(keep);
+    }
+  });
+
+  it.skipIf(!fs.existsSync('/usr/bin/script'))('load through the daemon shows its progress bar on a terminal; rm lists the layer it removed', async () => {
+    const keep = await p.mount('layout:t');
+    try {
+      // sib's top layer is its own: removing sib removes it, so loading sib again loads one layer.
+      const rm = await p.cli('rm', 'sib');
+      expect(rm).toMatchObject({ code: 0, stderr: '' });
+      expect(rm.stdout).toMatch(/^deleted image sib:latest\ndeleted layer layer-[0-9a-f]{16}\n$/);
+      const quoted = [process.execPath, CLI, '--root', p.root, 'load', '--name', 'sib', img.sibling].map((a) => `'${a}'`).join(' ');
+      const r = spawnSync('/usr/bin/script', ['-qefc', quoted, '/dev/null'], { encoding: 'utf8', env: { ...process.env, TERM: 'xterm' } });
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/loading layer 1\/1 \[[█░]+\] \d+% \| [\d.]+ [KMG]?B of [\d.]+ [KMG]?B/);
+      expect(r.stdout).toMatch(/loaded image sib:latest: [^\n]*\n[^\n]*1 new layer/);
+      expect(p.daemonPid()).toBeDefined(); // the daemon did the load
+    } finally {
+      await p.umount(keep);
+    }
   });
 });

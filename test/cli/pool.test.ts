@@ -184,7 +184,9 @@ describe('metadata that is damaged or not ours', () => {
         const r = await cli(...cmd);
         expect(r.code, `${cmd.join(' ')}: ${r.stderr}`).toBe(1);
         expect(r.errLines, cmd.join(' ')).toHaveLength(1);
-        expect(r.errLines[0]).toMatch(/^thinfs: E[A-Z]+: /);
+        // With --json the one line is the error as a JSON object (cli/errors.ts).
+        if (cmd.includes('--json')) expect(JSON.parse(r.errLines[0]!)).toMatchObject({ error: { code: expect.stringMatching(/^E[A-Z]+$/), message: expect.stringMatching(/^E[A-Z]+: /) } });
+        else expect(r.errLines[0]).toMatch(/^thinfs: E[A-Z]+: /);
         expect(r.stdout).toBe('');
         expect(withoutMarker(fingerprint(root)), `${cmd.join(' ')} changed the pool`).toEqual(withoutMarker(before));
       }

@@ -4,7 +4,8 @@
  * every PROGRESS_INTERVAL_MS, against the bytes the device maps (its own blocks for
  * --diff) as the expected total. That total is an estimate: tar headers add to it, holes
  * and small files kept inline take less than a block; the total grows to what was written
- * when the estimate falls short. The reports have the shape of an import's.
+ * when the estimate falls short. The reports have the shape of an import's; the last one
+ * comes when the tar is complete, with its size as the total (100%).
  *
  * The file is watched with asynchronous stats only: in the daemon it may lie on a view the
  * daemon serves itself.
@@ -30,7 +31,7 @@ export function withExportProgress(exportOp: OpFn): OpFn {
       return d === undefined ? 0 : (diff ? d.exclusiveBlocks : d.mappedBlocks) * pool.blockSizeBytes;
     }).catch(() => 0);
     let done = 0;
-    const tell = (): void => report({ done, total: Math.max(expected, done, 1), unit: 'bytes', entries: 0 } satisfies ImportProgress);
+    const tell = (total = Math.max(expected, done, 1)): void => report({ done, total, unit: 'bytes', entries: 0 } satisfies ImportProgress);
     const timer = setInterval(() => {
       fsp.stat(file).then(
         (st) => {
@@ -40,10 +41,15 @@ export function withExportProgress(exportOp: OpFn): OpFn {
         () => {},
       );
     }, PROGRESS_INTERVAL_MS);
+    let result: unknown;
     try {
-      return await exportOp(ctx, raw);
+      result = await exportOp(ctx, raw);
     } finally {
       clearInterval(timer);
     }
+    // The last report: the tar is complete, its size is the total (also for an export shorter than one interval).
+    done = await fsp.stat(file).then((st) => st.size, () => done);
+    tell(done);
+    return result;
   };
 }
