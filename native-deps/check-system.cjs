@@ -88,6 +88,8 @@ const WANTED = [
   // tests: real OCI/docker images built at test time (umoci) and copied between formats (skopeo)
   { pkg: 'umoci', present: () => onPath('umoci') },
   { pkg: 'skopeo', present: () => onPath('skopeo') },
+  // tests: progress bars on a terminal, through the pty script(1) gives a command
+  { pkg: 'bsdutils', present: () => onPath('script') },
   // `thinfs snapshotter` serves containerd (proxy plugin); its tests run containerd, ctr and containerd-shim-runc-v2
   { pkg: 'containerd', present: () => onPath('containerd') && onPath('ctr') && onPath('containerd-shim-runc-v2') },
 ];
