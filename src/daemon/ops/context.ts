@@ -28,7 +28,7 @@ export interface OpContext {
   pool?: Pool;
   /** The daemon's mount table, when the operation runs inside the daemon (mount ops). */
   mounts?: MountService;
-  /** Progress of a long operation (import), when the caller shows it (a command running it itself). */
+  /** Progress of a long operation (import, load, export), when the caller shows it: in this process, or sent over the control socket (protocol.ts). */
   progress?: (p: unknown) => void;
 }
 
