@@ -13,7 +13,7 @@ beforeEach(() => {
 });
 afterEach(() => t.cleanup());
 
-const COMMANDS = ['init', 'info', 'resize', 'check', 'trim'];
+const COMMANDS = ['init', 'info', 'resize', 'check', 'trim', 'diff', 'stats', 'umount'];
 
 describe('help and version', () => {
   it('--help lists every command and the global options', async () => {
