@@ -5,6 +5,10 @@
  * Copy-on-write rules (the pool does the block work, these are the file-level ones):
  *  - A write goes to the device at the file offset; the pool allocates unmapped blocks
  *    and copies exactly the blocks a lower layer maps, once. The size grows to cover it.
+ *    Small files, and the small tails of larger ones, take no pool block: the pool keeps
+ *    a block whose bytes end within its inline threshold inline in the metadata (pool
+ *    thin.ts), and copy-on-write of such a block copies only its bytes. Nothing here
+ *    depends on which kind a block is, except the rule below.
  *  - Bytes past a file's size always read as zeros: every shrink discards the blocks past
  *    the new end and zeroes the tail of the last one (pool truncate), so growing again —
  *    by truncate or by a write past the end — shows zeros even where lower layers hold
@@ -12,7 +16,10 @@
  *  - ... and growing never trusts the bytes past the old end: a write the pool did in
  *    place into an own block is not undone by a crash that rolls its size change back,
  *    so before a file grows (truncate up, or a write that starts past the end) the old
- *    last block's bytes past the old end are zeroed when that block is mapped.
+ *    last block's bytes past the old end are zeroed when that block is a pool block.
+ *    An inline block needs none of that: its bytes change only inside the metadata
+ *    transaction that also changes the size, and every shrink shortens them, so they
+ *    never reach past the end.
  *  - Truncating to zero a file whose data key lower layers may map takes a FRESH data key
  *    in the top layer: the old key's lower blocks become unreachable without writing a
  *    hiding row per block (O(1) for a 1 GiB lower file); the top layer's own blocks of
@@ -56,12 +63,13 @@ export class FileData {
     return inode.dataKey;
   }
 
-  /** Zero the old last block from the current end up to `uptoBytes` (within that block), if mapped. */
+  /** Zero the old last block from the current end up to `uptoBytes` (within that block), if it is a pool block. */
   private zeroPastEnd(inode: Inode, uptoBytes: number): void {
     const bs = this.dev.blockSizeBytes;
     if (inode.size % bs === 0) return;
     const fb = Math.floor(inode.size / bs);
-    if (this.dev.findBlock(inode.dataKey, fb) === undefined) return;
+    const found = this.dev.findBlock(inode.dataKey, fb);
+    if (found === undefined || found.pblock === null) return;
     const end = Math.min(uptoBytes, (fb + 1) * bs);
     this.dev.write(inode.dataKey, inode.size, Buffer.alloc(end - inode.size));
   }

@@ -5,18 +5,32 @@
  * Severities, as thin_check: a leak (a block neither mapped nor free) or a wrong counter
  * only wastes space and is repairable; a block mapped twice, or both mapped and free, or
  * a mapping past the high-water mark, means data can be overwritten or lost: fatal.
+ * Inline blocks (thin.ts) are accounted too: a row holding both a pool block and inline
+ * bytes is fatal (which of the two is the block is unknown); the inline byte counters
+ * are recounted like the block counters; an inline row longer than the pool's threshold
+ * (thinfs never writes one) is repairable: its bytes move into a pool block.
  * Every message says how to fix it, and the advice can be followed in the state the
  * finding leaves the pool in (a pool that needs a check is read-only except for repair).
  *
  * Repair (only what is safe): drop mappings of layers that do not exist, return leaked
- * blocks to the free list, drop free rows past the high-water mark, recount the layers,
- * and grow a data file that is shorter than the blocks handed out back to its size (the
+ * blocks to the free list, drop free rows past the high-water mark, move oversized inline
+ * rows into pool blocks (data written before the row changes, as every write; not while
+ * the space map itself is damaged), recount the layers, and grow a data file that is shorter than the blocks handed out back to its size (the
  * lost tail reads as zeros: that is said in the report). Repair runs as one transaction:
  * if it fails, nothing of it is kept.
  */
 import type { Db } from './metadata.js';
 import type { SnapshotTree } from './snapshots.js';
 import type { CheckIssue, CheckReport, LayerId, PBlock } from './types.js';
+
+/** A mappings row's contribution to its layer's counters. */
+interface RowCounts {
+  pblock: number | null;
+  /** length(data): inline bytes (counted only when pblock is NULL). */
+  dlen: number | null;
+}
+const poolOf = (r: RowCounts | undefined) => (r !== undefined && r.pblock !== null ? 1 : 0);
+const inlineOf = (r: RowCounts | undefined) => (r !== undefined && r.pblock === null && r.dlen !== null ? r.dlen : 0);
 
 /** What the check needs of its pool. */
 export interface CheckTarget {
@@ -25,6 +39,13 @@ export interface CheckTarget {
   hwm(): number;
   dataBlocks(): number;
   dataFileBlocks(): number;
+  blockSizeBytes: number;
+  /** The pool's inline threshold (bytes; 0: inline off). */
+  inlineMaxBytes: number;
+  /** Hand out `n` pool blocks in the repair transaction (ENOSPC when there are none). */
+  allocate(n: number): PBlock[];
+  /** Write whole blocks to the data file (before the rows that map them change). */
+  writeBlocks(writes: { pb: PBlock; buf: Uint8Array }[]): void;
   /** Run the repair writes as one transaction, committed (or nothing on failure). */
   repairTransaction(fn: () => void): void;
   /** Give leaked blocks' bytes back to the host (after the repair committed). */
@@ -77,15 +98,45 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   if (badDevices > 0) fatal(`${badDevices} device(s) point at missing layers`, 'restore the pool from a backup; the devices\' data cannot be found without their layers');
   const badParents = db.prepare('SELECT count(*) FROM layers WHERE parent_id IS NOT NULL AND parent_id NOT IN (SELECT id FROM layers)').pluck().get() as number;
   if (badParents > 0) fatal(`${badParents} layer(s) have a missing parent`, 'restore the pool from a backup');
-  const counts = db.prepare('SELECT layer, count(*) AS n FROM mappings WHERE pblock IS NOT NULL GROUP BY layer').all() as { layer: number; n: number }[];
-  const ownedByLayer = new Map(counts.map((c) => [c.layer as LayerId, c.n]));
+  const both = db.prepare('SELECT count(*) FROM mappings WHERE pblock IS NOT NULL AND data IS NOT NULL').pluck().get() as number;
+  if (both > 0) {
+    fatal(
+      `${both} mapping row(s) hold both a pool block and inline bytes`,
+      'copy the affected files out (views still mount and read, showing the pool block), then restore the pool from a backup; `check --repair` cannot tell which of the two is the block',
+    );
+  }
+  const inlineRows = db.prepare('SELECT count(*) FROM mappings WHERE pblock IS NULL AND data IS NOT NULL').pluck().get() as number;
+  const oversized = db.prepare('SELECT count(*) FROM mappings WHERE pblock IS NULL AND length(data) > ?').pluck().get(t.inlineMaxBytes) as number;
+  const spaceMapSound = beyond === 0 && twice === 0 && freeMapped === 0;
+  if (oversized > 0) {
+    leak(
+      `${oversized} inline block(s) are longer than the pool's inline threshold of ${t.inlineMaxBytes} bytes`,
+      spaceMapSound
+        ? 'run `thinfs check --repair` to move them into pool blocks'
+        : 'restore the pool from a backup (the space map is damaged too, so `check --repair` does not move them)',
+    );
+  }
+  const owned = ownedCounts(t);
   let badCounts = 0;
-  for (const l of t.tree.layers.values()) if ((ownedByLayer.get(l.id) ?? 0) !== l.owned) badCounts++;
+  let badInline = 0;
+  for (const l of t.tree.layers.values()) {
+    const o = owned.get(l.id) ?? { blocks: 0, inlineBytes: 0 };
+    if (o.blocks !== l.owned) badCounts++;
+    if (o.inlineBytes !== l.inlineOwned) badInline++;
+  }
   if (badCounts > 0) leak(`${badCounts} layer(s) have a wrong block count`, 'run `thinfs check --repair` to recount');
-  const mappedByLayer = expectedMapped(t);
+  if (badInline > 0) leak(`${badInline} layer(s) have a wrong count of inline bytes`, 'run `thinfs check --repair` to recount');
+  const visible = expectedMapped(t);
   let badMapped = 0;
-  for (const l of t.tree.layers.values()) if ((mappedByLayer.get(l.id) ?? l.mapped) !== l.mapped) badMapped++;
+  let badInlineMapped = 0;
+  for (const l of t.tree.layers.values()) {
+    const v = visible.get(l.id);
+    if (v === undefined) continue;
+    if (v.blocks !== l.mapped) badMapped++;
+    if (v.inlineBytes !== l.inlineMapped) badInlineMapped++;
+  }
   if (badMapped > 0) leak(`${badMapped} layer(s) have a wrong count of visible blocks`, 'run `thinfs check --repair` to recount');
+  if (badInlineMapped > 0) leak(`${badInlineMapped} layer(s) have a wrong count of visible inline bytes`, 'run `thinfs check --repair` to recount');
   const fileBlocks = t.dataFileBlocks();
   const shortFile = fileBlocks < hwm;
   if (shortFile) {
@@ -98,7 +149,8 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
 
   let repaired = false;
   if (repair) {
-    const wanted = orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || badCounts > 0 || badMapped > 0 || shortFile;
+    const move = oversized > 0 && spaceMapSound;
+    const wanted = orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || badCounts > 0 || badMapped > 0 || badInline > 0 || badInlineMapped > 0 || move || shortFile;
     if (wanted) {
       t.repairTransaction(() => {
         if (shortFile) t.growDataFile(Math.max(t.dataBlocks(), hwm));
@@ -106,28 +158,69 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
         const ins = db.prepare('INSERT OR IGNORE INTO free_blocks (pblock, freed_txn) VALUES (?, ?)');
         for (const b of leaked) ins.run(b, t.transactionId());
         db.prepare('DELETE FROM free_blocks WHERE pblock >= ? OR pblock < 0').run(hwm);
-        const upd = db.prepare('UPDATE layers SET owned = ?, mapped = ? WHERE id = ?');
-        for (const l of t.tree.layers.values()) upd.run(ownedByLayer.get(l.id) ?? 0, mappedByLayer.get(l.id) ?? l.mapped, l.id);
+        if (move) moveOversized(t);
+        // Recounted after the moves above changed what the rows hold.
+        const ownedNow = ownedCounts(t);
+        const visibleNow = expectedMapped(t);
+        const upd = db.prepare('UPDATE layers SET owned = ?, mapped = ?, inline_owned = ?, inline_mapped = ? WHERE id = ?');
+        for (const l of t.tree.layers.values()) {
+          const o = ownedNow.get(l.id) ?? { blocks: 0, inlineBytes: 0 };
+          const v = visibleNow.get(l.id) ?? { blocks: l.mapped, inlineBytes: l.inlineMapped };
+          upd.run(o.blocks, v.blocks, o.inlineBytes, v.inlineBytes, l.id);
+        }
       });
       t.punch(leaked);
       repaired = true;
     }
   }
   const nFatal = issues.filter((i) => i.severity === 'fatal').length;
-  return { clean: issues.length === 0, fatal: nFatal, leaks: issues.length - nFatal, issues, repaired, blocksChecked: hwm };
+  return { clean: issues.length === 0, fatal: nFatal, leaks: issues.length - nFatal, issues, repaired, blocksChecked: hwm, inlineBlocksChecked: inlineRows };
+}
+
+/** Pool blocks and inline bytes of each layer's own rows. */
+function ownedCounts(t: CheckTarget): Map<LayerId, { blocks: number; inlineBytes: number }> {
+  const rows = t.db
+    .prepare('SELECT layer, count(pblock) AS blocks, coalesce(sum(CASE WHEN pblock IS NULL THEN length(data) END), 0) AS inlineBytes FROM mappings GROUP BY layer')
+    .all() as { layer: LayerId; blocks: number; inlineBytes: number }[];
+  return new Map(rows.map((r) => [r.layer, { blocks: r.blocks, inlineBytes: r.inlineBytes }]));
 }
 
 /**
- * The number of blocks visible through each layer's chain, recomputed from the mappings:
- * a layer sees its parent's blocks, plus each of its own rows that maps a block where
- * nothing below is visible, minus each hiding row over a visible block. Layers whose
- * ancestry is broken are left out (that is reported as fatal elsewhere).
+ * Move the inline rows longer than the threshold into pool blocks: allocate, write the
+ * bytes (the first block's worth; what lies past a block cannot belong to it), then point
+ * the rows at the blocks. Precondition: inside the repair transaction, the space map sound.
  */
-function expectedMapped(t: CheckTarget): Map<LayerId, number> {
+function moveOversized(t: CheckTarget): void {
+  const rows = t.db.prepare('SELECT ino, fblock, layer, data FROM mappings WHERE pblock IS NULL AND length(data) > ?').all(t.inlineMaxBytes) as {
+    ino: number;
+    fblock: number;
+    layer: number;
+    data: Buffer;
+  }[];
+  const bs = t.blockSizeBytes;
+  const blocks = t.allocate(rows.length);
+  t.writeBlocks(
+    rows.map((r, i) => {
+      const buf = Buffer.alloc(bs);
+      r.data.copy(buf, 0, 0, Math.min(bs, r.data.byteLength));
+      return { pb: blocks[i]!, buf };
+    }),
+  );
+  const point = t.db.prepare('UPDATE mappings SET pblock = ?, data = NULL WHERE ino = ? AND fblock = ? AND layer = ?');
+  rows.forEach((r, i) => point.run(blocks[i]!, r.ino, r.fblock, r.layer));
+}
+
+/**
+ * The pool blocks and inline bytes visible through each layer's chain, recomputed from
+ * the mappings: a layer sees its parent's, changed by each of its own rows by what that
+ * row holds minus what the nearest row below it held (a hiding row holds nothing).
+ * Layers whose ancestry is broken are left out (that is reported as fatal elsewhere).
+ */
+function expectedMapped(t: CheckTarget): Map<LayerId, { blocks: number; inlineBytes: number }> {
   const layers = [...t.tree.layers.values()].sort((a, b) => a.depth - b.depth);
-  const rowsOf = t.db.prepare('SELECT ino, fblock, pblock FROM mappings WHERE layer = ?');
-  const rowsAt = t.db.prepare('SELECT layer, pblock FROM mappings WHERE ino = ? AND fblock = ?');
-  const out = new Map<LayerId, number>();
+  const rowsOf = t.db.prepare('SELECT ino, fblock, pblock, length(data) AS dlen FROM mappings WHERE layer = ?');
+  const rowsAt = t.db.prepare('SELECT layer, pblock, length(data) AS dlen FROM mappings WHERE ino = ? AND fblock = ?');
+  const out = new Map<LayerId, { blocks: number; inlineBytes: number }>();
   for (const l of layers) {
     const below = new Map<LayerId, number>();
     let ok = true;
@@ -140,23 +233,24 @@ function expectedMapped(t: CheckTarget): Map<LayerId, number> {
       below.set(p, i);
       p = pl.parentId;
     }
-    const base = l.parentId === null ? 0 : out.get(l.parentId);
+    const base = l.parentId === null ? { blocks: 0, inlineBytes: 0 } : out.get(l.parentId);
     if (!ok || base === undefined) continue;
-    let n = base;
-    for (const r of rowsOf.iterate(l.id) as Iterable<{ ino: number; fblock: number; pblock: number | null }>) {
+    let n = base.blocks;
+    let m = base.inlineBytes;
+    for (const r of rowsOf.iterate(l.id) as Iterable<RowCounts & { ino: number; fblock: number }>) {
       let nearest = Number.MAX_SAFE_INTEGER;
-      let visibleBelow = false;
-      for (const o of rowsAt.iterate(r.ino, r.fblock) as Iterable<{ layer: LayerId; pblock: number | null }>) {
+      let under: RowCounts | undefined;
+      for (const o of rowsAt.iterate(r.ino, r.fblock) as Iterable<RowCounts & { layer: LayerId }>) {
         const pos = below.get(o.layer);
         if (pos !== undefined && pos < nearest) {
           nearest = pos;
-          visibleBelow = o.pblock !== null;
+          under = o;
         }
       }
-      if (r.pblock !== null && !visibleBelow) n++;
-      else if (r.pblock === null && visibleBelow) n--;
+      n += poolOf(r) - poolOf(under);
+      m += inlineOf(r) - inlineOf(under);
     }
-    out.set(l.id, n);
+    out.set(l.id, { blocks: n, inlineBytes: m });
   }
   return out;
 }

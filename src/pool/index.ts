@@ -13,8 +13,9 @@
  *   findDevice, getDevice, listDevices, childrenOf, chainOf
  *
  * Block I/O (device handle, keyed by (file key, file block)):
- *   findBlock, read, write (allocate-on-demand, one-block copy-on-write),
- *   discard (free own + hide lower), truncate, removeKey, counts, close
+ *   findBlock, read, write (allocate-on-demand, one-block copy-on-write, small blocks
+ *   inline in the metadata), discard (free own + hide lower), truncate, removeKey,
+ *   keyAllocatedBytes (st_blocks), counts, close
  *
  * Space and transactions:
  *   status, mode, resize (grow only), trim, beginWrite, commit, abort, check({ repair })

@@ -5,7 +5,8 @@
  *   datafile.ts   the data file (pread/pwrite runs, fdatasync, punch) and the host reserve
  *   spacemap.ts   allocation, free list, high-water mark, free-space floor, autoextend
  *   snapshots.ts  layers, devices, chains (the snapshot tree)
- *   thin.ts       a thin device's block I/O (find/read/write/discard/truncate/remove)
+ *   thin.ts       a thin device's block I/O (find/read/write/discard/truncate/remove),
+ *                 pool blocks and inline blocks (small blocks kept in their mapping row)
  *   check.ts      the space-map check and repair
  *   metadata.ts   the SQLite file, schema, migrations, SQLite error translation
  *
@@ -15,10 +16,14 @@
  * offset space (and a second index from file offsets to device offsets) is not needed.
  * A lookup reads all rows of (file key, block range) in one index range scan and picks,
  * per block, the row of the nearest layer: its cost does not depend on the chain's depth.
+ * A row maps a pool block, or carries the block's bytes itself (an inline block: small
+ * files and tails cost about their size, thin.ts), or hides the lower rows.
  *
  * Crash rules (dm-thin's, kept here):
  *  1. A newly allocated block's data is written to the data file before its mapping
- *     enters the transaction, and the data file is fdatasynced before the COMMIT.
+ *     enters the transaction, and the data file is fdatasynced before the COMMIT. An
+ *     inline block that grows into a pool block too: block first, then the row replaced.
+ *     Inline bytes themselves are metadata: they commit with their row, atomically.
  *  2. A block freed in a transaction is never handed out before that transaction commits
  *     (spacemap.ts), in case we need to roll back.
  *  3. A requested commit is durable when it returns: data fdatasync + SQLite COMMIT with
@@ -28,11 +33,12 @@
  *  5. After a crash the uncommitted transaction is simply gone: its allocations are free
  *     again (the high-water mark is in the superblock), their stray data is punched on
  *     the next open beyond the high-water mark, or by `trim`.
- *  6. A block the device already owns is overwritten in place (as dm-thin does; a copy
- *     per write after every commit would cost 16x on 4 KiB random writes). Such unsynced
- *     overwrites may or may not survive a crash — like a file system without data
+ *  6. A pool block the device already owns is overwritten in place (as dm-thin does; a
+ *     copy per write after every commit would cost 16x on 4 KiB random writes). Such
+ *     unsynced overwrites may or may not survive a crash — like a file system without data
  *     journaling; fsync (commit) makes them durable. Changes that only metadata decides
- *     (truncate's zeroed tail) never overwrite committed data: they move it.
+ *     (truncate's zeroed tail) never overwrite committed data: they move it. Inline blocks
+ *     are never written in place: after a crash they read exactly as at the last commit.
  *  7. One writer: a read-write open holds flock on pool/lock (others wait, bounded, or
  *     get EBUSY).
  *  8. Inconsistency found on open or by `check` (data file shorter than the mapped
@@ -41,7 +47,8 @@
  *
  * Failure rules (what holds when a verb fails halfway):
  *  - Every changing verb is one atomic operation (atomically): a SQLite savepoint plus the
- *    in-memory counters, both rolled back when it throws. A failing verb changes nothing
+ *    in-memory counters (pool blocks and inline bytes per layer), both rolled back when it
+ *    throws; inline rows are in the savepoint, so a failed write leaves them as they were. A failing verb changes nothing
  *    in the metadata; the caller gets the errno (ENOSPC for a full pool, device limit,
  *    host disk or metadata disk; EIO for an I/O error) and may go on using the pool.
  *    Operations nest: an inner verb joins the outer operation, which is atomic as a whole
@@ -72,6 +79,7 @@ import { DataFile, hostError, reserveWalSpace, type IoFaults } from './datafile.
 import {
   createPoolSchema,
   instrumentDb,
+  defaultInlineMaxBytes,
   isSqliteCorruption,
   MAGIC,
   openDb,
@@ -144,6 +152,8 @@ export class Pool implements BlockPool {
   readonly dataFile: string;
   readonly metadataFile: string;
   readonly blockSizeBytes: number;
+  /** Blocks whose bytes end at most this far in are kept inline in the metadata (thin.ts); 0: off. */
+  readonly inlineMaxBytes: number;
   readonly readOnlyOpen: boolean;
 
   private readonly db: Db;
@@ -175,6 +185,7 @@ export class Pool implements BlockPool {
     this.readOnlyOpen = readOnlyOpen;
     const sb = db.prepare('SELECT * FROM superblock WHERE id = 1').get() as Record<string, number | null>;
     this.blockSizeBytes = sb.block_size as number;
+    this.inlineMaxBytes = (sb.inline_max as number | undefined) ?? 0;
     this.transactionId = sb.transaction_id as number;
     this.needsCheck = sb.needs_check === 1;
     this.baseSizeBytes = sb.base_size as number;
@@ -184,7 +195,7 @@ export class Pool implements BlockPool {
         : null;
     this.data = new DataFile(this.dataFile, fd, this.blockSizeBytes, faults);
     this.space = new SpaceMap(this.db, this.data, sb.min_free_pct as number, autoextend);
-    this.tree = new SnapshotTree(this.db);
+    this.tree = new SnapshotTree(this.db, this.blockSizeBytes);
     this.io = new BlockIo(this.db, this, this.tree, this.data);
     this.st = {
       savepoint: this.db.prepare('SAVEPOINT thinfs_op'),
@@ -207,6 +218,7 @@ export class Pool implements BlockPool {
     const dataSizeBytes = opts.dataSizeBytes ?? DEFAULTS.dataSizeBytes;
     const baseSizeBytes = opts.baseSizeBytes ?? DEFAULTS.baseSizeBytes;
     const minFreePercent = opts.minFreePercent ?? DEFAULTS.minFreePercent;
+    const inlineMaxBytes = opts.inlineMaxBytes ?? defaultInlineMaxBytes(blockSizeBytes);
     if (!isPowerOfTwo(blockSizeBytes) || blockSizeBytes < 4 * KiB || blockSizeBytes > MiB) {
       throw fail('EINVAL', 'init', undefined, `block size must be a power of two from 4K to 1M, got ${blockSizeBytes}`);
     }
@@ -218,6 +230,9 @@ export class Pool implements BlockPool {
     }
     if (!(minFreePercent >= 0 && minFreePercent < 100)) {
       throw fail('EINVAL', 'init', undefined, `minimum free space must be a percentage from 0 to 99, got ${minFreePercent}`);
+    }
+    if (!(Number.isSafeInteger(inlineMaxBytes) && inlineMaxBytes >= 0 && inlineMaxBytes <= blockSizeBytes)) {
+      throw fail('EINVAL', 'init', undefined, `the inline threshold must be from 0 (off) to the block size (${blockSizeBytes} bytes), got ${inlineMaxBytes}`);
     }
     if (opts.autoextend) validateAutoextend(opts.autoextend, dataSizeBytes);
     const poolDir = path.join(root, 'pool');
@@ -236,8 +251,8 @@ export class Pool implements BlockPool {
         createPoolSchema(db);
         db.prepare(
           `INSERT INTO superblock (id, magic, schema_version, block_size, data_blocks, hwm, transaction_id,
-             needs_check, base_size, min_free_pct, autoextend_threshold, autoextend_percent, autoextend_max, created_ns)
-           VALUES (1, ?, ?, ?, ?, 0, 0, 0, ?, ?, ?, ?, ?, ?)`,
+             needs_check, base_size, min_free_pct, autoextend_threshold, autoextend_percent, autoextend_max, created_ns, inline_max)
+           VALUES (1, ?, ?, ?, ?, 0, 0, 0, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           MAGIC,
           POOL_SCHEMA_VERSION,
@@ -249,6 +264,7 @@ export class Pool implements BlockPool {
           opts.autoextend?.percent ?? null,
           opts.autoextend?.maxBytes ?? null,
           nowNs(),
+          inlineMaxBytes,
         );
       })();
       db.pragma('wal_checkpoint(TRUNCATE)');
@@ -499,7 +515,7 @@ export class Pool implements BlockPool {
   createThin(name: string, opts: { kind?: DeviceKind; sizeLimitBytes?: number } = {}): DevId {
     return this.atomically('create', () => {
       this.validateNewName(name);
-      const layer = this.tree.insertLayer(null, 0);
+      const layer = this.tree.insertLayer(null, 0, 0);
       return this.tree.insertDevice(name, null, opts.kind ?? 'thin', false, opts.sizeLimitBytes ?? this.baseSizeBytes, layer.id);
     });
   }
@@ -522,12 +538,12 @@ export class Pool implements BlockPool {
       const sizeLimit = opts.sizeLimitBytes ?? origin.sizeLimitBytes;
       if (!originLayer.frozen) {
         this.tree.freezeLayer(originLayer);
-        const moved = this.tree.insertLayer(originLayer.id, originLayer.mapped);
+        const moved = this.tree.insertLayer(originLayer.id, originLayer.mapped, originLayer.inlineMapped);
         this.tree.moveDevice(origin, moved.id);
         // The snapshot keeps the frozen layer: its blocks become the image's own.
         if (readOnly) return this.tree.insertDevice(name, origin.id, kind, true, sizeLimit, originLayer.id);
       }
-      const layer = this.tree.insertLayer(originLayer.id, originLayer.mapped);
+      const layer = this.tree.insertLayer(originLayer.id, originLayer.mapped, originLayer.inlineMapped);
       if (readOnly) this.tree.freezeLayer(layer);
       return this.tree.insertDevice(name, origin.id, kind, readOnly, sizeLimit, layer.id);
     });
@@ -664,6 +680,8 @@ export class Pool implements BlockPool {
       dataTotalBytes: this.space.dataBlocks * bs,
       dataUsedBytes: used * bs,
       dataAvailableBytes: this.hostFull ? 0 : Math.max(0, this.space.dataBlocks - used - minFree) * bs,
+      inlineBytes: this.tree.inlineBytes(),
+      inlineMaxBytes: this.inlineMaxBytes,
       metadataUsedBytes: metaBytes,
       baseSizeBytes: this.baseSizeBytes,
       minFreePercent: this.space.minFreePercent,
@@ -734,6 +752,10 @@ export class Pool implements BlockPool {
         hwm: () => this.space.hwm,
         dataBlocks: () => this.space.dataBlocks,
         dataFileBlocks: () => this.data.sizeBlocks(),
+        blockSizeBytes: this.blockSizeBytes,
+        inlineMaxBytes: this.inlineMaxBytes,
+        allocate: (n) => this.allocateBlocks(n),
+        writeBlocks: (writes) => this.data.pwriteRuns(writes.map((w) => ({ pos: this.data.pos(w.pb), buf: w.buf }))),
         transactionId: () => this.transactionId,
         growDataFile: (blocks) => this.data.truncateTo(blocks),
         punch: (blocks) => this.data.punchBlocks(blocks),

@@ -38,12 +38,12 @@ export function dropKeyRows(pool: Pool, layer: LayerId, key: number): number {
   return pool.metadataDb().prepare('DELETE FROM mappings WHERE layer = ? AND ino = ?').run(layer, key).changes;
 }
 
-/** Blocks a file of `key` spans through `layers` (last mapped file block + 1), for an inode made again from its blocks. */
+/** Blocks a file of `key` spans through `layers` (last pool or inline block + 1), for an inode made again from its blocks. */
 export function keyExtentBlocks(pool: Pool, key: number, layers: LayerId[]): number {
   if (layers.length === 0) return 0;
   const last = pool
     .metadataDb()
-    .prepare(`SELECT max(fblock) FROM mappings WHERE ino = ? AND pblock IS NOT NULL AND layer IN (${layers.map(() => '?').join(', ')})`)
+    .prepare(`SELECT max(fblock) FROM mappings WHERE ino = ? AND (pblock IS NOT NULL OR data IS NOT NULL) AND layer IN (${layers.map(() => '?').join(', ')})`)
     .pluck()
     .get(key, ...layers) as number | null;
   return last === null ? 0 : last + 1;

@@ -9,7 +9,8 @@
  * belongs to at most one device, so a device's exclusive blocks are exactly its top
  * layer's.
  *
- * Counters (mapped, owned per layer) change on every write; they are kept in memory and
+ * Counters (mapped and owned pool blocks, inline bytes visible and owned, per layer)
+ * change on every write; they are kept in memory and
  * written to the layers table by flush() inside the open transaction, so that a rolled-
  * back operation reloads exactly the state it started from (load()).
  *
@@ -29,8 +30,14 @@ export interface Layer {
   parentId: LayerId | null;
   depth: number;
   frozen: boolean;
+  /** Pool blocks visible through the chain ending here. */
   mapped: number;
+  /** Pool blocks this layer's own rows map. */
   owned: number;
+  /** Inline bytes visible through the chain ending here (thin.ts). */
+  inlineMapped: number;
+  /** Inline bytes in this layer's own rows. */
+  inlineOwned: number;
   children: number;
 }
 
@@ -66,10 +73,13 @@ export class SnapshotTree {
   private readonly dirtyLayers = new Set<LayerId>();
   private readonly st;
 
-  constructor(private readonly db: Db) {
+  constructor(
+    private readonly db: Db,
+    private readonly blockSizeBytes: number,
+  ) {
     this.st = {
-      insertLayer: db.prepare('INSERT INTO layers (parent_id, depth, frozen, mapped, owned) VALUES (?, ?, 0, ?, 0)'),
-      updateLayerCounts: db.prepare('UPDATE layers SET mapped = ?, owned = ? WHERE id = ?'),
+      insertLayer: db.prepare('INSERT INTO layers (parent_id, depth, frozen, mapped, owned, inline_mapped, inline_owned) VALUES (?, ?, 0, ?, 0, ?, 0)'),
+      updateLayerCounts: db.prepare('UPDATE layers SET mapped = ?, owned = ?, inline_mapped = ?, inline_owned = ? WHERE id = ?'),
       freezeLayer: db.prepare('UPDATE layers SET frozen = 1 WHERE id = ?'),
       deleteLayer: db.prepare('DELETE FROM layers WHERE id = ?'),
       layerBlocks: db.prepare('SELECT pblock FROM mappings WHERE layer = ? AND pblock IS NOT NULL').pluck(),
@@ -86,7 +96,7 @@ export class SnapshotTree {
   load(): void {
     this.dirtyLayers.clear();
     this.layers.clear();
-    for (const r of this.db.prepare('SELECT id, parent_id, depth, frozen, mapped, owned FROM layers').all() as Record<string, number | null>[]) {
+    for (const r of this.db.prepare('SELECT id, parent_id, depth, frozen, mapped, owned, inline_mapped, inline_owned FROM layers').all() as Record<string, number | null>[]) {
       this.layers.set(r.id as LayerId, {
         id: r.id as LayerId,
         parentId: r.parent_id as LayerId | null,
@@ -94,6 +104,8 @@ export class SnapshotTree {
         frozen: r.frozen === 1,
         mapped: r.mapped as number,
         owned: r.owned as number,
+        inlineMapped: r.inline_mapped as number,
+        inlineOwned: r.inline_owned as number,
         children: 0,
       });
     }
@@ -126,7 +138,7 @@ export class SnapshotTree {
   flush(): void {
     for (const id of this.dirtyLayers) {
       const l = this.layers.get(id);
-      if (l !== undefined) this.st.updateLayerCounts.run(l.mapped, l.owned, id);
+      if (l !== undefined) this.st.updateLayerCounts.run(l.mapped, l.owned, l.inlineMapped, l.inlineOwned, id);
     }
     this.dirtyLayers.clear();
   }
@@ -169,19 +181,31 @@ export class SnapshotTree {
       layerId: d.layerId,
       mappedBlocks: l.mapped,
       exclusiveBlocks: l.owned,
+      inlineMappedBytes: l.inlineMapped,
+      inlineExclusiveBytes: l.inlineOwned,
+      mappedBytes: l.mapped * this.blockSizeBytes + l.inlineMapped,
+      exclusiveBytes: l.owned * this.blockSizeBytes + l.inlineOwned,
       depth: l.depth,
     };
+  }
+
+  /** Inline bytes held by all layers (each row is owned by exactly one layer). */
+  inlineBytes(): number {
+    let n = 0;
+    for (const l of this.layers.values()) n += l.inlineOwned;
+    return n;
   }
 
   isBusy(d: DeviceRow): boolean {
     return (this.openCount.get(d.id) ?? 0) > 0 || this.layers.get(d.layerId)!.children > 0;
   }
 
-  insertLayer(parentId: LayerId | null, mapped: number): Layer {
+  /** A new empty layer over `parentId`, seeing `mapped` pool blocks and `inlineMapped` inline bytes through it. */
+  insertLayer(parentId: LayerId | null, mapped: number, inlineMapped: number): Layer {
     const parent = parentId === null ? undefined : this.layers.get(parentId)!;
     const depth = parent === undefined ? 1 : parent.depth + 1;
-    const id = Number(this.st.insertLayer.run(parentId, depth, mapped).lastInsertRowid) as LayerId;
-    const layer: Layer = { id, parentId, depth, frozen: false, mapped, owned: 0, children: 0 };
+    const id = Number(this.st.insertLayer.run(parentId, depth, mapped, inlineMapped).lastInsertRowid) as LayerId;
+    const layer: Layer = { id, parentId, depth, frozen: false, mapped, owned: 0, inlineMapped, inlineOwned: 0, children: 0 };
     this.layers.set(id, layer);
     if (parent !== undefined) parent.children++;
     return layer;
@@ -217,7 +241,7 @@ export class SnapshotTree {
     this.collectLayer(dev.layerId, free);
   }
 
-  /** Delete layer `id` (freeing its blocks) when no device and no child layer uses it; walk up. */
+  /** Delete layer `id` (freeing its blocks; its inline rows just go) when no device and no child layer uses it; walk up. */
   private collectLayer(id: LayerId | null, free: (pb: PBlock) => void): void {
     while (id !== null) {
       const l = this.layers.get(id);

@@ -7,6 +7,56 @@
  *  - the first write into a block a lower layer maps copies exactly that block, once;
  *  - a block the device's own layer maps is overwritten in place (as dm-thin does).
  *
+ * Inline blocks. A block whose bytes end early — its used extent, up to its last written
+ * byte, is at most the pool's inline_max (half a block by default) — takes no pool block:
+ * its mappings row carries the bytes itself. Without that, every small file and every
+ * small tail of a larger file took a whole 64 KiB block: an image cost 2.3-2.7x the
+ * space of its files on ext4 (issue 9). Measured (bench/space.ts, 64 KiB blocks; pool
+ * data + metadata growth / `du -s` of the tree on ext4):
+ *
+ *     tree                  block-only  16 KiB  32 KiB (default)
+ *     MEASURED-TABLE
+ *
+ * Inline bytes live in SQLite, which reads blobs of this size faster than a file system
+ * does (sqlite.org, "Internal Versus External BLOBs") and packs them in 4 KiB pages, as
+ * ext4 packs files in 4 KiB blocks. Sub-block packing (several small extents in shared
+ * pool blocks) was not chosen: it needs a second space map of extents, reference counts
+ * per extent and compaction, and its copy-on-write still copies through the data file.
+ * Blocks that end past inline_max stay pool blocks: they are read and overwritten in
+ * place (a 4 KiB random write into a mostly full block costs one pwrite, not a rewrite
+ * of the whole blob), and reads of big files keep their coalesced preads.
+ *
+ * How a row reads (the shape a reader outside JS, e.g. the FUSE C threads, must follow):
+ *     pblock NOT NULL, data NULL       a pool block: bytes at pblock * block_size of pool/data
+ *     pblock NULL,     data NOT NULL   an inline block: its first length(data) bytes are data,
+ *                                      the rest of the block reads as zeros; nothing in pool/data
+ *     pblock NULL,     data NULL       a hiding row: the block reads as zeros, lower rows are hidden
+ * (A row with both set is damage: `check` reports it as fatal.) Per file block, the row
+ * of the nearest layer of the chain decides, whatever its kind.
+ *
+ * Inline rules, kept by write/truncate/discard/removeKey below:
+ *  - A write that does not go in place into an own pool block computes the block's new
+ *    extent: the end of what it writes, or of the inline bytes it writes over, whichever
+ *    is further (a lower pool block counts as a whole block: copy-on-write copies it into
+ *    a pool block, as before). Up to inline_max the block is an inline row of exactly that
+ *    many bytes (zeros written are kept, as a block device keeps them: a written block is
+ *    mapped); past it, a fresh pool block. So a write that grows an inline block past
+ *    inline_max moves it into a pool block: the bytes are written to the data file first,
+ *    then the row is replaced (crash rule 1); when the pwrite fails, the row is as it was.
+ *  - Copy-on-write of a lower inline block copies only its bytes into the top layer's
+ *    row; the lower row is never touched.
+ *  - An own pool block stays one under writes: moving it back inline would turn in-place
+ *    overwrites into rewrites of a blob. Shrinking is where blocks move back: a truncate
+ *    whose new last block ends within inline_max makes that block an inline row of its
+ *    head (own or lower, pool block or inline: the head is read, the block discarded and
+ *    the head written again), freeing an own pool block — as it moves committed blocks.
+ *  - Discard and removeKey drop inline rows (no space map entry).
+ *  - Inline rows change only inside the metadata transaction, never in place: after a
+ *    crash or a failed operation they read exactly as at the last commit (crash rule 6
+ *    concerns pool blocks only).
+ * Counters: mapped/owned count pool blocks exactly as before; inlineMapped/inlineOwned
+ * count inline bytes the same way (visible through the chain / in the layer's own rows).
+ *
  * Order of a write (the rule the first product broke): allocate, write the data into the
  * data file, and only then insert the mappings and change the counters. When the data
  * write fails (host disk full, I/O error) nothing points at the fresh blocks: the
@@ -20,30 +70,71 @@
 import { fail } from '../errors.js';
 import type { DataFile } from './datafile.js';
 import type { Db } from './metadata.js';
-import type { Chain, DeviceRow, SnapshotTree } from './snapshots.js';
+import type { Chain, DeviceRow, Layer, SnapshotTree } from './snapshots.js';
 import type { SpaceMap } from './spacemap.js';
 import type { DevId, DeviceInfo, FBlock, FileKey, LayerId, PBlock } from './types.js';
 
-/** Where a block was found by findBlock. */
+/** Where a block was found by findBlock: exactly one of pblock and data is set (see the top of the file). */
 export interface FoundBlock {
-  pblock: PBlock;
+  /** The pool block holding the bytes, or null for an inline block. */
+  pblock: PBlock | null;
+  /** An inline block's bytes (the rest of the block reads as zeros), or null for a pool block. */
+  data: Buffer | null;
   layerId: LayerId;
-  /** True when the device's own top layer maps it (writes go in place). */
+  /** True when the device's own top layer maps it (writes go in place into a pool block). */
   own: boolean;
+}
+
+/** An inline row as the block I/O sees it: its length, and its bytes when they were read. */
+interface Inline {
+  len: number;
+  data: Buffer | null;
+}
+
+/** A mappings row: a pool block, an inline block, or null for a hiding row. */
+type Row = PBlock | Inline | null;
+
+function isInline(r: Row | undefined): r is Inline {
+  return typeof r === 'object' && r !== null;
 }
 
 /** What one file block resolves to through a chain. */
 interface Resolved {
-  /** The top layer's own row: a pool block, null for a hiding row, undefined for none. */
-  own: PBlock | null | undefined;
-  /** The nearest lower layer's row, same encoding. */
-  lower: PBlock | null | undefined;
+  /** The top layer's own row, undefined for none. */
+  own: Row | undefined;
+  /** The nearest lower layer's row, undefined for none. */
+  lower: Row | undefined;
   lowerPos: number;
 }
+
+/** What a row adds to the counters: pool blocks and inline bytes. */
+function poolOf(r: Row | undefined): number {
+  return typeof r === 'number' ? 1 : 0;
+}
+function inlineOf(r: Row | undefined): number {
+  return isInline(r) ? r.len : 0;
+}
+
+/** Allocated space of one key through a chain: pool blocks and inline bytes. */
+interface KeyAlloc {
+  blocks: number;
+  inlineBytes: number;
+}
+
+/** What the write stores for one block. */
+type Step =
+  /** Overwrite in place, inside an own pool block. */
+  | { fb: FBlock; kind: 'inplace'; pos: number; buf: Uint8Array }
+  /** A fresh pool block with `buf` (a whole block). */
+  | { fb: FBlock; kind: 'pool'; buf: Uint8Array; pb?: PBlock }
+  /** An inline row with these bytes (1..inline_max long). */
+  | { fb: FBlock; kind: 'inline'; data: Uint8Array };
 
 /** What the block I/O needs of its pool (declared here, where it is used). */
 export interface BlockPool {
   readonly blockSizeBytes: number;
+  /** Blocks whose bytes end at most this far in are stored inline; 0: never. */
+  readonly inlineMaxBytes: number;
   readonly root: string;
   /** Run `fn` as one atomic operation: all of it, or nothing (see pool.ts). */
   atomically<T>(op: string, fn: () => T): T;
@@ -63,10 +154,10 @@ export interface BlockPool {
   releaseDevice(id: DevId): void;
 }
 
-/** The mapping statements and the per-(device, key) block counts, shared by every device of a pool. */
+/** The mapping statements and the per-(device, key) allocation, shared by every device of a pool. */
 export class BlockIo {
-  /** Visible mapped blocks per (device, key), for st_blocks; exact or absent. */
-  readonly keyBlocks = new Map<string, number>();
+  /** Visible pool blocks and inline bytes per (device, key), for st_blocks; exact or absent. */
+  readonly keyBlocks = new Map<string, KeyAlloc>();
   private readonly st;
 
   constructor(
@@ -76,9 +167,11 @@ export class BlockIo {
     private readonly data: DataFile,
   ) {
     this.st = {
-      rangeAll: db.prepare('SELECT fblock, layer, pblock FROM mappings WHERE ino = ? AND fblock >= ? AND fblock < ?'),
+      rangeAll: db.prepare('SELECT fblock, layer, pblock, data FROM mappings WHERE ino = ? AND fblock >= ? AND fblock < ?'),
+      // length() of a blob is read from the record header: the bytes themselves are not loaded.
+      rangeLengths: db.prepare('SELECT fblock, layer, pblock, length(data) AS data FROM mappings WHERE ino = ? AND fblock >= ? AND fblock < ?'),
       upsertMapping: db.prepare(
-        'INSERT INTO mappings (ino, fblock, layer, pblock) VALUES (?, ?, ?, ?) ON CONFLICT (ino, fblock, layer) DO UPDATE SET pblock = excluded.pblock',
+        'INSERT INTO mappings (ino, fblock, layer, pblock, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (ino, fblock, layer) DO UPDATE SET pblock = excluded.pblock, data = excluded.data',
       ),
       deleteMapping: db.prepare('DELETE FROM mappings WHERE ino = ? AND fblock = ? AND layer = ?'),
       deleteKeyInLayer: db.prepare('DELETE FROM mappings WHERE layer = ? AND ino = ?'),
@@ -87,11 +180,14 @@ export class BlockIo {
 
   find(dev: DevId, key: FileKey, fblock: FBlock): FoundBlock | undefined {
     const chain = this.tree.chainOf(dev);
-    const r = this.resolve(chain, key, fblock, fblock + 1).get(fblock);
+    const r = this.resolve(chain, key, fblock, fblock + 1, true).get(fblock);
     if (r === undefined) return undefined;
-    if (r.own !== undefined) return r.own === null ? undefined : { pblock: r.own, layerId: chain.top, own: true };
-    if (r.lower === undefined || r.lower === null) return undefined;
-    return { pblock: r.lower, layerId: chain.layers[r.lowerPos]!, own: false };
+    const own = r.own !== undefined;
+    const row = own ? r.own : r.lower;
+    if (row === undefined || row === null) return undefined;
+    const layerId = own ? chain.top : chain.layers[r.lowerPos]!;
+    if (isInline(row)) return { pblock: null, data: row.data!, layerId, own };
+    return { pblock: row, data: null, layerId, own };
   }
 
   read(dev: DevId, key: FileKey, offsetBytes: number, buf: Uint8Array): void {
@@ -100,7 +196,7 @@ export class BlockIo {
     const bs = this.pool.blockSizeBytes;
     const fb0 = Math.floor(offsetBytes / bs);
     const fb1 = Math.floor((offsetBytes + len - 1) / bs) + 1;
-    const res = this.resolve(this.tree.chainOf(dev), key, fb0, fb1);
+    const res = this.resolve(this.tree.chainOf(dev), key, fb0, fb1, true);
     // Coalesce runs of consecutive pool blocks into one pread.
     let runBufStart = 0;
     let runPos = -1;
@@ -115,13 +211,20 @@ export class BlockIo {
       const to = Math.min(offsetBytes + len, blockStart + bs);
       const bufStart = from - offsetBytes;
       const r = res.get(fb);
-      const pb = r === undefined ? undefined : r.own !== undefined ? r.own : r.lower;
-      if (pb === undefined || pb === null) {
+      const row = r === undefined ? undefined : r.own !== undefined ? r.own : r.lower;
+      if (typeof row !== 'number') {
         flush();
-        buf.fill(0, bufStart, bufStart + (to - from));
+        let zeroFrom = bufStart;
+        if (isInline(row)) {
+          // An inline block: its bytes, then zeros to the end of the block.
+          const part = row.data!.subarray(Math.min(row.len, from - blockStart), Math.min(row.len, to - blockStart));
+          buf.set(part, bufStart);
+          zeroFrom += part.byteLength;
+        }
+        buf.fill(0, zeroFrom, bufStart + (to - from));
         continue;
       }
-      const pos = this.data.pos(pb, from - blockStart);
+      const pos = this.data.pos(row, from - blockStart);
       if (runLen > 0 && runPos + runLen === pos && runBufStart + runLen === bufStart) {
         runLen += to - from;
       } else {
@@ -144,24 +247,14 @@ export class BlockIo {
     const fb1 = Math.floor((offsetBytes + len - 1) / bs) + 1;
     const chain = this.tree.chainOf(dev);
     const top = this.tree.layers.get(chain.top)!;
-    const res = this.resolve(chain, key, fb0, fb1);
+    const res = this.resolve(chain, key, fb0, fb1, true);
+    const steps: Step[] = [];
     let needAlloc = 0;
-    let newlyMapped = 0;
-    for (let fb = fb0; fb < fb1; fb++) {
-      const r = res.get(fb);
-      const own = r?.own;
-      if (own === undefined || own === null) needAlloc++;
-      const visible = r === undefined ? undefined : own !== undefined ? own : r.lower;
-      if (visible === undefined || visible === null) newlyMapped++;
-    }
-    const limitBlocks = Math.floor(d.sizeLimitBytes / bs);
-    if (top.mapped + newlyMapped > limitBlocks) {
-      throw fail('ENOSPC', 'write', d.name, `device size limit of ${d.sizeLimitBytes} bytes reached`);
-    }
-    const fresh = needAlloc > 0 ? this.pool.allocateBlocks(needAlloc) : [];
-    let next = 0;
-    const writes: { pos: number; buf: Uint8Array }[] = [];
-    const newMappings: { fb: FBlock; pb: PBlock }[] = [];
+    // Changes of the top layer's counters (see the top of the file).
+    let dMapped = 0;
+    let dOwned = 0;
+    let dInlineMapped = 0;
+    let dInlineOwned = 0;
     for (let fb = fb0; fb < fb1; fb++) {
       const blockStart = fb * bs;
       const from = Math.max(offsetBytes, blockStart);
@@ -169,22 +262,34 @@ export class BlockIo {
       const slice = data.subarray(from - offsetBytes, to - offsetBytes);
       const r = res.get(fb);
       const own = r?.own;
-      if (own !== undefined && own !== null) {
-        writes.push({ pos: this.data.pos(own, from - blockStart), buf: slice });
+      if (typeof own === 'number') {
+        steps.push({ fb, kind: 'inplace', pos: this.data.pos(own, from - blockStart), buf: slice });
         continue;
       }
-      const pb = fresh[next++]!;
-      if (to - from === bs) {
-        writes.push({ pos: this.data.pos(pb), buf: slice });
-      } else {
-        // Partial block: start from the lower block (copy-on-write) or from zeros.
-        const block = Buffer.alloc(bs);
-        const lower = own === null ? undefined : r?.lower;
-        if (lower !== undefined && lower !== null) this.data.readBlock(lower, 0, block);
-        block.set(slice, from - blockStart);
-        writes.push({ pos: this.data.pos(pb), buf: block });
+      const visible = own !== undefined ? own : r?.lower;
+      const step = this.newBlock(fb, visible, from - blockStart, slice);
+      steps.push(step);
+      const afterPool = step.kind === 'pool' ? 1 : 0;
+      const afterInline = step.kind === 'inline' ? step.data.byteLength : 0;
+      if (step.kind === 'pool') needAlloc++;
+      dMapped += afterPool - poolOf(visible);
+      dInlineMapped += afterInline - inlineOf(visible);
+      dOwned += afterPool - poolOf(own);
+      dInlineOwned += afterInline - inlineOf(own);
+    }
+    const growth = dMapped * bs + dInlineMapped;
+    if (growth > 0 && top.mapped * bs + top.inlineMapped + growth > d.sizeLimitBytes) {
+      throw fail('ENOSPC', 'write', d.name, `device size limit of ${d.sizeLimitBytes} bytes reached`);
+    }
+    const fresh = needAlloc > 0 ? this.pool.allocateBlocks(needAlloc) : [];
+    let next = 0;
+    const writes: { pos: number; buf: Uint8Array }[] = [];
+    for (const s of steps) {
+      if (s.kind === 'inplace') writes.push({ pos: s.pos, buf: s.buf });
+      else if (s.kind === 'pool') {
+        s.pb = fresh[next++]!;
+        writes.push({ pos: this.data.pos(s.pb), buf: s.buf });
       }
-      newMappings.push({ fb, pb });
     }
     try {
       this.data.pwriteRuns(writes);
@@ -194,13 +299,55 @@ export class BlockIo {
       this.data.punchBlocks(fresh);
       throw err;
     }
-    for (const m of newMappings) this.st.upsertMapping.run(key, m.fb, chain.top, m.pb);
-    if (fresh.length === 0 && newlyMapped === 0) return; // an overwrite in place changes no counter
-    top.owned += fresh.length;
-    top.mapped += newlyMapped;
+    // Only now the rows: a failed pwrite above left every row (an inline one too) as it was.
+    for (const s of steps) {
+      if (s.kind === 'pool') this.st.upsertMapping.run(key, s.fb, chain.top, s.pb!, null);
+      else if (s.kind === 'inline') this.st.upsertMapping.run(key, s.fb, chain.top, null, s.data);
+    }
+    this.account(dev, key, top, dMapped, dOwned, dInlineMapped, dInlineOwned);
+  }
+
+  /**
+   * How to store block `fb` after writing `slice` at `offsetInBlock`, when no own pool
+   * block takes it in place: its new bytes start from `visible` (zeros, inline bytes, or a
+   * lower pool block: copy-on-write) and go by their extent (the rules at the top).
+   */
+  private newBlock(fb: FBlock, visible: Row | undefined, offsetInBlock: number, slice: Uint8Array): Step {
+    const bs = this.pool.blockSizeBytes;
+    const end = offsetInBlock + slice.byteLength;
+    if (typeof visible !== 'number') {
+      const extent = Math.max(end, isInline(visible) ? visible.len : 0);
+      if (extent <= this.pool.inlineMaxBytes) {
+        if (offsetInBlock === 0 && !(isInline(visible) && visible.len > end)) return { fb, kind: 'inline', data: slice };
+        const c = Buffer.alloc(extent);
+        if (isInline(visible)) visible.data!.copy(c);
+        c.set(slice, offsetInBlock);
+        return { fb, kind: 'inline', data: c };
+      }
+    }
+    if (slice.byteLength === bs) return { fb, kind: 'pool', buf: slice }; // a whole block: no copy
+    // A partial block starts from the lower pool block (copy-on-write), the inline bytes, or
+    // zeros. (A fresh block may hold stale bytes, a punch that failed: write all of it.)
+    const block = Buffer.alloc(bs);
+    if (typeof visible === 'number') this.data.readBlock(visible, 0, block);
+    else if (isInline(visible)) visible.data!.copy(block, 0, 0, Math.min(bs, visible.len));
+    block.set(slice, offsetInBlock);
+    return { fb, kind: 'pool', buf: block };
+  }
+
+  /** Apply counter changes to the top layer and the cached allocation of (dev, key). */
+  private account(dev: DevId, key: FileKey, top: Layer, dMapped: number, dOwned: number, dInlineMapped: number, dInlineOwned: number): void {
+    if (dMapped === 0 && dOwned === 0 && dInlineMapped === 0 && dInlineOwned === 0) return; // e.g. an overwrite in place
+    top.mapped += dMapped;
+    top.owned += dOwned;
+    top.inlineMapped += dInlineMapped;
+    top.inlineOwned += dInlineOwned;
     this.tree.touch(top);
     const kb = this.keyBlocks.get(`${dev}:${key}`);
-    if (kb !== undefined) this.keyBlocks.set(`${dev}:${key}`, kb + newlyMapped);
+    if (kb !== undefined) {
+      kb.blocks += dMapped;
+      kb.inlineBytes += dInlineMapped;
+    }
   }
 
   /** See ThinDevice.discard; the caller runs it atomically. */
@@ -209,25 +356,25 @@ export class BlockIo {
     this.pool.requireWritableDevice(dev, 'discard');
     const chain = this.tree.chainOf(dev);
     const top = this.tree.layers.get(chain.top)!;
-    const res = this.resolve(chain, key, fromBlock, toBlock);
+    const res = this.resolve(chain, key, fromBlock, toBlock, false);
     if (res.size === 0) return;
-    this.keyBlocks.delete(`${dev}:${key}`);
+    let dMapped = 0;
+    let dOwned = 0;
+    let dInlineMapped = 0;
+    let dInlineOwned = 0;
     for (const [fb, r] of res) {
       const lowerVisible = r.lower !== undefined && r.lower !== null;
-      if (r.own !== undefined) {
-        if (r.own !== null) {
-          this.pool.freeBlock(r.own);
-          top.owned--;
-          top.mapped--;
-          if (lowerVisible) this.st.upsertMapping.run(key, fb, chain.top, null);
-          else this.st.deleteMapping.run(key, fb, chain.top);
-        }
-      } else if (lowerVisible) {
-        this.st.upsertMapping.run(key, fb, chain.top, null);
-        top.mapped--;
-      }
+      const visible = r.own !== undefined ? r.own : r.lower;
+      if (visible === undefined || visible === null) continue; // a hole already
+      if (typeof r.own === 'number') this.pool.freeBlock(r.own);
+      dMapped -= poolOf(visible);
+      dInlineMapped -= inlineOf(visible);
+      dOwned -= poolOf(r.own);
+      dInlineOwned -= inlineOf(r.own);
+      if (lowerVisible) this.st.upsertMapping.run(key, fb, chain.top, null, null);
+      else this.st.deleteMapping.run(key, fb, chain.top);
     }
-    this.tree.touch(top);
+    this.account(dev, key, top, dMapped, dOwned, dInlineMapped, dInlineOwned);
   }
 
   /**
@@ -238,28 +385,37 @@ export class BlockIo {
     const bs = this.pool.blockSizeBytes;
     const keepBlocks = Math.ceil(sizeBytes / bs);
     const tail = sizeBytes % bs;
-    const last = tail === 0 ? undefined : this.find(dev, key, keepBlocks - 1);
+    const chain = this.tree.chainOf(dev);
+    const last = tail === 0 ? undefined : this.resolve(chain, key, keepBlocks - 1, keepBlocks, true).get(keepBlocks - 1);
     this.discard(dev, key, keepBlocks, Number.MAX_SAFE_INTEGER);
     if (last === undefined) return;
-    if (last.own && !this.pool.allocatedInTx(last.pblock)) {
-      // The block holds committed data the file still had before this (uncommitted)
-      // shrink: zeroing it in place would lose that data if we crash before the commit.
-      // Move the block's head to a fresh block instead and free the old one on commit.
-      const block = Buffer.alloc(bs);
-      this.data.readBlock(last.pblock, 0, block.subarray(0, tail));
+    const visible = last.own !== undefined ? last.own : last.lower;
+    if (visible === undefined || visible === null) return;
+    if (isInline(visible) && visible.len <= tail) return; // its bytes end before the new end
+    const own = typeof last.own === 'number' ? last.own : undefined;
+    const toInline = isInline(visible) || tail <= this.pool.inlineMaxBytes;
+    if (toInline || (own !== undefined && !this.pool.allocatedInTx(own))) {
+      // Keep only the block's head, written again after the block is discarded: inline when
+      // the head is within inline_max (an own pool block is freed, a lower one hidden, a
+      // lower inline one's head copied up). And a committed own block holds data the file
+      // still had before this (uncommitted) shrink: zeroing it in place would lose that
+      // data if we crash before the commit, so its head moves to a fresh block.
+      const head = Buffer.alloc(tail);
+      if (isInline(visible)) visible.data!.copy(head, 0, 0, tail);
+      else this.data.readBlock(visible, 0, head);
       this.discard(dev, key, keepBlocks - 1, keepBlocks);
-      this.write(dev, key, (keepBlocks - 1) * bs, block);
+      this.write(dev, key, (keepBlocks - 1) * bs, head);
       return;
     }
-    // The block is this transaction's own: zero its tail in place, but keep the old bytes
-    // so that a failure later in the operation puts them back (the operation changes nothing).
-    // (A lower block is not written here at all: the write below copies it first.)
-    if (last.own) {
+    if (own !== undefined) {
+      // The block is this transaction's own: zero its tail in place, but keep the old bytes
+      // so that a failure later in the operation puts them back (the operation changes nothing).
       const old = Buffer.alloc(bs - tail);
-      this.data.readBlock(last.pblock, tail, old);
-      const pos = this.data.pos(last.pblock, tail);
+      this.data.readBlock(own, tail, old);
+      const pos = this.data.pos(own, tail);
       this.pool.onRollback(() => this.data.pwriteRuns([{ pos, buf: old }]));
     }
+    // (A lower pool block is not written here at all: the write copies it first.)
     this.write(dev, key, sizeBytes, Buffer.alloc(bs - tail));
   }
 
@@ -268,49 +424,57 @@ export class BlockIo {
     this.pool.requireWritableDevice(dev, 'remove');
     const chain = this.tree.chainOf(dev);
     const top = this.tree.layers.get(chain.top)!;
-    const res = this.resolve(chain, key, 0, Number.MAX_SAFE_INTEGER);
+    const res = this.resolve(chain, key, 0, Number.MAX_SAFE_INTEGER, false);
     let any = false;
+    let dMapped = 0;
+    let dOwned = 0;
+    let dInlineMapped = 0;
+    let dInlineOwned = 0;
     for (const [, r] of res) {
       if (r.own === undefined) continue;
       any = true;
-      const lowerVisible = r.lower !== undefined && r.lower !== null;
-      if (r.own !== null) {
-        this.pool.freeBlock(r.own);
-        top.owned--;
-        if (!lowerVisible) top.mapped--;
-      } else if (lowerVisible) {
-        top.mapped++;
-      }
+      if (typeof r.own === 'number') this.pool.freeBlock(r.own);
+      // What is visible goes from the own row to the lower one.
+      dMapped += poolOf(r.lower) - poolOf(r.own);
+      dInlineMapped += inlineOf(r.lower) - inlineOf(r.own);
+      dOwned -= poolOf(r.own);
+      dInlineOwned -= inlineOf(r.own);
     }
     if (!any) return;
     this.keyBlocks.delete(`${dev}:${key}`);
     this.st.deleteKeyInLayer.run(chain.top, key);
-    this.tree.touch(top);
+    this.account(dev, key, top, dMapped, dOwned, dInlineMapped, dInlineOwned);
   }
 
-  keyMappedBlocks(dev: DevId, key: FileKey): number {
+  /** Pool blocks and inline bytes of `key` visible through the chain (cached, exact). */
+  keyAllocation(dev: DevId, key: FileKey): KeyAlloc {
     const k = `${dev}:${key}`;
-    let n = this.keyBlocks.get(k);
-    if (n === undefined) {
-      n = 0;
-      for (const r of this.resolve(this.tree.chainOf(dev), key, 0, Number.MAX_SAFE_INTEGER).values()) {
+    let a = this.keyBlocks.get(k);
+    if (a === undefined) {
+      a = { blocks: 0, inlineBytes: 0 };
+      for (const r of this.resolve(this.tree.chainOf(dev), key, 0, Number.MAX_SAFE_INTEGER, false).values()) {
         const v = r.own !== undefined ? r.own : r.lower;
-        if (v !== undefined && v !== null) n++;
+        a.blocks += poolOf(v);
+        a.inlineBytes += inlineOf(v);
       }
       if (this.keyBlocks.size >= KEY_BLOCKS_LIMIT) {
         // Evict the oldest entry (Map keeps insertion order), not the whole cache.
         const oldest = this.keyBlocks.keys().next().value;
         if (oldest !== undefined) this.keyBlocks.delete(oldest);
       }
-      this.keyBlocks.set(k, n);
+      this.keyBlocks.set(k, a);
     }
-    return n;
+    return a;
   }
 
-  /** Rows of (key, [fb0, fb1)) through the chain: per file block, own and nearest lower row. */
-  private resolve(chain: Chain, key: FileKey, fb0: FBlock, fb1: FBlock): Map<FBlock, Resolved> {
+  /**
+   * Rows of (key, [fb0, fb1)) through the chain: per file block, own and nearest lower
+   * row. With `withData` inline rows carry their bytes, else only their length.
+   */
+  private resolve(chain: Chain, key: FileKey, fb0: FBlock, fb1: FBlock, withData: boolean): Map<FBlock, Resolved> {
     const out = new Map<FBlock, Resolved>();
-    for (const row of this.st.rangeAll.iterate(key, fb0, fb1) as Iterable<{ fblock: number; layer: LayerId; pblock: PBlock | null }>) {
+    const st = withData ? this.st.rangeAll : this.st.rangeLengths;
+    for (const row of st.iterate(key, fb0, fb1) as Iterable<{ fblock: number; layer: LayerId; pblock: PBlock | null; data: Buffer | number | null }>) {
       const p = chain.pos.get(row.layer);
       if (p === undefined) continue;
       let r = out.get(row.fblock);
@@ -318,9 +482,12 @@ export class BlockIo {
         r = { own: undefined, lower: undefined, lowerPos: Number.MAX_SAFE_INTEGER };
         out.set(row.fblock, r);
       }
-      if (p === 0) r.own = row.pblock;
+      const d = row.data;
+      const v: Row =
+        row.pblock !== null ? row.pblock : d === null ? null : typeof d === 'number' ? { len: d, data: null } : { len: d.byteLength, data: d };
+      if (p === 0) r.own = v;
       else if (p < r.lowerPos) {
-        r.lower = row.pblock;
+        r.lower = v;
         r.lowerPos = p;
       }
     }
@@ -371,34 +538,51 @@ export class ThinDevice {
   }
 
   /**
-   * Write `data` at `offsetBytes` of `key` (allocate-on-demand, one-block copy-on-write).
-   * On failure (ENOSPC: pool, device limit or host full; EIO) no mapping or count changed.
+   * Write `data` at `offsetBytes` of `key` (allocate-on-demand, one-block copy-on-write,
+   * small blocks inline). On failure (ENOSPC: pool, device limit, host or metadata disk
+   * full; EIO) no mapping or count changed.
    */
   write(key: FileKey, offsetBytes: number, data: Uint8Array): void {
     this.pool.atomically('write', () => this.io.write(this.id, key, offsetBytes, data));
   }
 
-  /** Free own blocks and hide lower ones in file blocks [fromBlock, toBlock). All or nothing. */
+  /** Free own blocks, drop own inline rows and hide lower ones in file blocks [fromBlock, toBlock). All or nothing. */
   discard(key: FileKey, fromBlock: FBlock, toBlock: FBlock): void {
     this.pool.atomically('discard', () => this.io.discard(this.id, key, fromBlock, toBlock));
   }
 
-  /** Make `key` `sizeBytes` long as far as blocks go: discard past it, zero the partial tail. All or nothing. */
+  /**
+   * Make `key` `sizeBytes` long as far as blocks go: discard past it, zero the partial
+   * tail (a new last block that ends within inline_max becomes inline). All or nothing.
+   */
   truncate(key: FileKey, sizeBytes: number): void {
     this.pool.atomically('truncate', () => this.io.truncate(this.id, key, sizeBytes));
   }
 
-  /** Drop this device's own blocks and rows for `key` (the file is gone here). All or nothing. */
+  /** Drop this device's own blocks and rows (inline ones too) for `key` (the file is gone here). All or nothing. */
   removeKey(key: FileKey): void {
     this.pool.atomically('remove', () => this.io.removeKey(this.id, key));
   }
 
-  /** Blocks of `key` visible through the chain (a file's allocated blocks). */
-  keyMappedBlocks(key: FileKey): number {
-    return this.io.keyMappedBlocks(this.id, key);
+  /**
+   * Bytes `key` takes through the chain, as st_blocks counts them: its pool blocks plus
+   * its inline bytes rounded up to 512-byte sectors.
+   */
+  keyAllocatedBytes(key: FileKey): number {
+    const a = this.io.keyAllocation(this.id, key);
+    return a.blocks * this.pool.blockSizeBytes + Math.ceil(a.inlineBytes / 512) * 512;
   }
 
-  /** Blocks visible through the chain, and blocks only this device maps. */
+  /**
+   * keyAllocatedBytes in block units (pool blocks, plus inline bytes as a fraction of a
+   * block: exact, since 512 / block size is a power of two), so that blocks x block size
+   * / 512 is st_blocks. Prefer keyAllocatedBytes.
+   */
+  keyMappedBlocks(key: FileKey): number {
+    return this.keyAllocatedBytes(key) / this.pool.blockSizeBytes;
+  }
+
+  /** Pool blocks visible through the chain, and pool blocks only this device maps. */
   counts(): { mappedBlocks: number; exclusiveBlocks: number } {
     const i = this.info();
     return { mappedBlocks: i.mappedBlocks, exclusiveBlocks: i.exclusiveBlocks };

@@ -33,6 +33,11 @@ export interface PoolCreateOptions {
   /** Allocations fail with ENOSPC when free space would drop below this (dm.min_free_space). */
   minFreePercent?: number;
   autoextend?: AutoextendOptions;
+  /**
+   * Blocks whose bytes end at most this far in are kept inline in the metadata instead of
+   * taking a pool block (thin.ts); 0 turns inline blocks off. Default: half a block.
+   */
+  inlineMaxBytes?: number;
 }
 
 export interface PoolOpenOptions {
@@ -61,10 +66,18 @@ export interface DeviceInfo {
   state: 'active' | 'deferred';
   /** Top layer: where this device's own writes go. */
   layerId: LayerId;
-  /** Blocks visible through the chain (own + inherited). */
+  /** Pool blocks visible through the chain (own + inherited). */
   mappedBlocks: number;
-  /** Blocks only this device maps (freed when it is deleted). */
+  /** Pool blocks only this device maps (freed when it is deleted). */
   exclusiveBlocks: number;
+  /** Bytes of inline blocks visible through the chain (thin.ts). */
+  inlineMappedBytes: number;
+  /** Bytes of inline blocks only this device holds (dropped when it is deleted). */
+  inlineExclusiveBytes: number;
+  /** Data visible through the chain, exact: mapped pool blocks plus inline bytes. */
+  mappedBytes: number;
+  /** Data only this device holds, exact: its pool blocks plus its inline bytes (what deleting it gives back). */
+  exclusiveBytes: number;
   /** Number of layers in the chain, top included. */
   depth: number;
 }
@@ -79,6 +92,11 @@ export interface PoolStatus {
   dataTotalBytes: number;
   dataUsedBytes: number;
   dataAvailableBytes: number;
+  /** Bytes of inline blocks held in the metadata, all layers (they take no pool block). */
+  inlineBytes: number;
+  /** Blocks whose bytes end at most this far in are kept inline; 0: off. */
+  inlineMaxBytes: number;
+  /** Size of the metadata file and its log (inline blocks live here). */
   metadataUsedBytes: number;
   baseSizeBytes: number;
   minFreePercent: number;
@@ -109,4 +127,6 @@ export interface CheckReport {
   /** True when --repair changed anything. */
   repaired: boolean;
   blocksChecked: number;
+  /** Inline blocks (mapping rows carrying their bytes) examined. */
+  inlineBlocksChecked: number;
 }

@@ -19,8 +19,13 @@
  * since that commit may read as any value written there since (crash rule 6).
  *
  * The model is kept naive: per device, key -> content (zeros where unmapped), the set of
- * mapped blocks, the set of blocks its own layer holds (where writes go in place) and the
- * state its layer started from (what removeKey returns to).
+ * blocks held in pool blocks, the set of pool blocks its own layer holds (where writes go
+ * in place) and the state its layer started from (what removeKey returns to). The pool
+ * keeps small blocks inline (INLINE_MAX): the model keeps the length of each inline block
+ * (the rules in test/pool/model.test.ts; a third of the runs are block-only). Inline
+ * rows are metadata: a rollback gives them back exactly, so the in-place tolerance
+ * applies to own pool blocks only. Converting an inline block to a pool block under a
+ * failing pwrite must leave the inline row as it was (counted, and a regression below).
  *
  * After the model, deterministic regressions: a failed commit (fail mode, byte-exact pool
  * files, counters of the last commit), a failed SAVEPOINT, a failed truncate after its
@@ -41,26 +46,36 @@ const KEY_BYTES = MAX_FB * BS;
 const KEYS = [1, 2, 3] as FileKey[];
 // Small enough that the pool runs full now and then (ENOSPC, commit-and-retry to reclaim frees).
 const DATA_BLOCKS = 24;
+/** The pool's inline threshold (not a power of two: boundaries show); a third of the runs are block-only (0). */
+const INLINE_MAX = 1500;
+let inlineMax = INLINE_MAX;
 
 type Blocks = Map<number, Set<number>>;
 interface MDev {
   readOnly: boolean;
   files: Map<number, Uint8Array>;
+  /** Blocks held in pool blocks, visible through the chain. */
   mapped: Blocks;
-  /** Blocks the device's own (top) layer holds: a write overwrites them in place. */
+  /** Pool blocks the device's own (top) layer holds: a write overwrites them in place. */
   own: Blocks;
-  inherited: { files: Map<number, Uint8Array>; mapped: Blocks };
+  /** Inline blocks visible through the chain, with their lengths. */
+  inline: Lens;
+  inherited: { files: Map<number, Uint8Array>; mapped: Blocks; inline: Lens };
 }
+type Lens = Map<number, Map<number, number>>;
 type Model = Map<string, MDev>;
 
 const cloneFiles = (f: Map<number, Uint8Array>) => new Map([...f].map(([k, v]) => [k, v.slice()]));
 const cloneBlocks = (m: Blocks) => new Map([...m].map(([k, v]) => [k, new Set(v)]));
+const cloneLens = (m: Lens): Lens => new Map([...m].map(([k, v]) => [k, new Map(v)]));
+const snapshotOf = (d: MDev): MDev['inherited'] => ({ files: cloneFiles(d.files), mapped: cloneBlocks(d.mapped), inline: cloneLens(d.inline) });
 const cloneDev = (d: MDev): MDev => ({
   readOnly: d.readOnly,
   files: cloneFiles(d.files),
   mapped: cloneBlocks(d.mapped),
   own: cloneBlocks(d.own),
-  inherited: { files: cloneFiles(d.inherited.files), mapped: cloneBlocks(d.inherited.mapped) },
+  inline: cloneLens(d.inline),
+  inherited: { files: cloneFiles(d.inherited.files), mapped: cloneBlocks(d.inherited.mapped), inline: cloneLens(d.inherited.inline) },
 });
 const cloneModel = (m: Model): Model => new Map([...m].map(([k, v]) => [k, cloneDev(v)]));
 
@@ -75,6 +90,31 @@ function blocksOf(m: Blocks, key: number): Set<number> {
   return s;
 }
 const totalMapped = (d: MDev) => [...d.mapped.values()].reduce((n, s) => n + s.size, 0);
+function lensOf(d: MDev, key: number): Map<number, number> {
+  let m = d.inline.get(key);
+  if (m === undefined) d.inline.set(key, (m = new Map()));
+  return m;
+}
+/** Inline bytes visible through the chain. */
+function inlineMapped(d: MDev): number {
+  let n = 0;
+  for (const m of d.inline.values()) for (const len of m.values()) n += len;
+  return n;
+}
+/** Block `fb` of `key` as the device's own: a pool block, or inline of `extent` bytes when that is within INLINE_MAX. */
+function storeByExtent(d: MDev, key: number, fb: number, extent: number): void {
+  const pool = inlineMax === 0 || extent > inlineMax;
+  for (const set of [blocksOf(d.mapped, key), blocksOf(d.own, key)]) {
+    if (pool) set.add(fb);
+    else set.delete(fb);
+  }
+  if (pool) lensOf(d, key).delete(fb);
+  else lensOf(d, key).set(fb, extent);
+}
+/** The extent a write ending at `end` (within block `fb`) gives that block: past the inline bytes it covers; a lower pool block is a whole block. */
+function extentAfter(d: MDev, key: number, fb: number, end: number): number {
+  return Math.max(end, blocksOf(d.mapped, key).has(fb) ? BS : (lensOf(d, key).get(fb) ?? 0));
+}
 
 interface Fault {
   kind: IoOp;
@@ -85,7 +125,7 @@ type Op =
   | { op: 'create' }
   | { op: 'snapshot'; dev: number; readOnly: boolean; fault?: Fault }
   | { op: 'freeze'; dev: number; fault?: Fault }
-  | { op: 'write'; dev: number; key: number; off: number; len: number; byte: number; onMapped: number | null; fault?: Fault }
+  | { op: 'write'; dev: number; key: number; off: number; len: number; byte: number; onMapped: number | null; grow?: boolean; fault?: Fault }
   | { op: 'discard'; dev: number; key: number; from: number; to: number; fault?: Fault }
   | { op: 'truncate'; dev: number; key: number; size: number; onMapped: number | null; fault?: Fault }
   | { op: 'removeKey'; dev: number; key: number; fault?: Fault }
@@ -122,13 +162,32 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       op: fc.constant('write' as const),
       dev: devIdx,
       key: keyArb,
-      off: fc.oneof(fc.nat({ max: KEY_BYTES - 1 }), fc.constant(0)),
+      // Anywhere, at 0, or near a block's head (small blocks stay inline; a later write past INLINE_MAX moves them).
+      off: fc.oneof(fc.nat({ max: KEY_BYTES - 1 }), fc.constant(0), fc.tuple(fc.nat({ max: MAX_FB - 1 }), fc.nat({ max: 1400 })).map(([fb, x]) => fb * BS + x)),
       // Small, one block, a few blocks, or the whole key (fills the pool).
       len: fc.oneof(fc.integer({ min: 1, max: 100 }), fc.constant(BS), fc.integer({ min: 1, max: 3 * BS }), fc.constant(KEY_BYTES)),
       byte: fc.integer({ min: 1, max: 255 }),
       // When set: start inside the n-th mapped block of the key (copy-on-write from below, in place).
       onMapped: fc.option(fc.nat(), { nil: null }),
       fault: writeFault,
+    }),
+  },
+  {
+    // Grow an inline block past INLINE_MAX, mostly with a failing pwrite or statement.
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant('write' as const),
+      dev: devIdx,
+      key: keyArb,
+      off: fc.nat({ max: KEY_BYTES - 1 }),
+      len: fc.integer({ min: 1500, max: 3000 }),
+      byte: fc.integer({ min: 1, max: 255 }),
+      onMapped: fc.constant(null),
+      grow: fc.constant(true),
+      fault: fc.option(
+        fc.record({ kind: fc.constantFrom<IoOp>('pwrite', 'pwrite', 'sql'), nth: fc.integer({ min: 1, max: 2 }), code: fc.constantFrom<FaultCode>('ENOSPC', 'EIO') }),
+        { freq: 4, nil: undefined },
+      ),
     }),
   },
   {
@@ -177,15 +236,24 @@ describe('pool under injected faults, against a model', () => {
     const fired = new Map<string, number>();
     const failedOps = new Map<string, number>();
     let failModes = 0;
+    let failedConversions = 0;
     let run = 0;
     fc.assert(
-      fc.property(fc.array(opArb, { minLength: 20, maxLength: 50 }), (ops) => {
+      fc.property(fc.constantFrom(INLINE_MAX, INLINE_MAX, 0), fc.array(opArb, { minLength: 20, maxLength: 50 }), (max, ops) => {
         const root = `${t.dir}/run-${run++}`;
-        Pool.create(root, { blockSizeBytes: BS, dataSizeBytes: DATA_BLOCKS * BS, minFreePercent: 0, baseSizeBytes: 1 << 30 }).close();
+        inlineMax = max;
+        Pool.create(root, { blockSizeBytes: BS, dataSizeBytes: DATA_BLOCKS * BS, minFreePercent: 0, baseSizeBytes: 1 << 30, inlineMaxBytes: inlineMax }).close();
         const plan = new FaultPlan();
         let pool = Pool.open(root, { faults: plan });
         // Two committed devices to start with, so that most operations have something to work on.
-        const emptyDev = (): MDev => ({ readOnly: false, files: new Map(), mapped: new Map(), own: new Map(), inherited: { files: new Map(), mapped: new Map() } });
+        const emptyDev = (): MDev => ({
+          readOnly: false,
+          files: new Map(),
+          mapped: new Map(),
+          own: new Map(),
+          inline: new Map(),
+          inherited: { files: new Map(), mapped: new Map(), inline: new Map() },
+        });
         let model: Model = new Map();
         for (const name of ['d0', 'd1']) {
           pool.createThin(name);
@@ -202,9 +270,10 @@ describe('pool under injected faults, against a model', () => {
           const n = [...model].filter(([, d]) => !writable || !d.readOnly).map(([k]) => k);
           return n.length === 0 ? undefined : n[i % n.length]!;
         };
-        /** `offset` moved into the n-th mapped block of the key (same offset in the block), when n is set and one is mapped. */
+        /** `offset` moved into the n-th block of the key that holds data (same offset in the block), when n is set and one does. */
         const inMapped = (name: string, key: number, n: number | null, offset: number) => {
-          const mapped = [...blocksOf(model.get(name)!.mapped, key)].sort((a, b) => a - b);
+          const d = model.get(name)!;
+          const mapped = Array.from({ length: MAX_FB }, (_, fb) => fb).filter((fb) => blocksOf(d.mapped, key).has(fb) || lensOf(d, key).has(fb));
           if (n === null || mapped.length === 0) return offset;
           return mapped[n % mapped.length]! * BS + (offset % BS);
         };
@@ -224,6 +293,7 @@ describe('pool under injected faults, against a model', () => {
           expect(live, `${what}: devices`).toEqual([...m.keys()].sort());
           for (const [name, d] of m) {
             expect(p.findDevice(name)!.mappedBlocks, `${what}: mapped blocks of ${name}`).toBe(totalMapped(d));
+            expect(p.findDevice(name)!.inlineMappedBytes, `${what}: inline bytes of ${name}`).toBe(inlineMapped(d));
             for (const key of KEYS) {
               const got = readKey(p, name, key);
               const want = Buffer.from(content(d, key));
@@ -250,6 +320,8 @@ describe('pool under injected faults, against a model', () => {
                 if (got[i] === want[i]) continue;
                 const ok = dirty.some((w) => w.name === name && w.key === key && w.off <= i && i < w.off + w.len && w.byte === got[i]);
                 if (!ok) expect.fail(`${what}: ${name} key ${key} byte ${i} reads ${got[i]}, last commit says ${want[i]} and no write since put it there`);
+                // Only pool blocks are overwritten in place; inline rows come back exactly.
+                if (!blocksOf(d.own, key).has(Math.floor(i / BS))) expect.fail(`${what}: ${name} key ${key} byte ${i} changed, but the last commit holds it inline or below`);
                 want[i] = got[i]!;
               }
             }
@@ -280,6 +352,7 @@ describe('pool under injected faults, against a model', () => {
             let err: unknown;
             let apply: (() => void) | undefined; // what the op does to the model when it succeeds
             let written: DirtyWrite | undefined; // the write this op attempts
+            let converting = false; // the write moves an inline block into a pool block
             let firedEarly: IoOp | undefined;
             try {
               switch (o.op) {
@@ -297,7 +370,7 @@ describe('pool under injected faults, against a model', () => {
                     const m = model.get(src)!;
                     if (!m.readOnly) {
                       // The origin moves onto a new, empty layer of its own.
-                      m.inherited = { files: cloneFiles(m.files), mapped: cloneBlocks(m.mapped) };
+                      m.inherited = snapshotOf(m);
                       m.own = new Map();
                     }
                     model.set(name, {
@@ -305,7 +378,8 @@ describe('pool under injected faults, against a model', () => {
                       files: cloneFiles(m.files),
                       mapped: cloneBlocks(m.mapped),
                       own: new Map(),
-                      inherited: { files: cloneFiles(m.files), mapped: cloneBlocks(m.mapped) },
+                      inline: cloneLens(m.inline),
+                      inherited: snapshotOf(m),
                     });
                   };
                   pool.createSnapshot(id(src), name, { readOnly: o.readOnly });
@@ -321,25 +395,41 @@ describe('pool under injected faults, against a model', () => {
                   break;
                 }
                 case 'write': {
-                  const name = pick(o.dev, true);
+                  // grow: from inside an inline block (of any writable device and key) to past
+                  // INLINE_MAX, so that it moves into a pool block.
+                  const inlineBlocks: [string, number, number][] = [];
+                  if (o.grow === true) {
+                    for (const [n, d] of model) {
+                      if (d.readOnly) continue;
+                      for (const k of KEYS) for (const fb of lensOf(d, k).keys()) inlineBlocks.push([n, k, fb]);
+                    }
+                  }
+                  const target = inlineBlocks.length > 0 ? inlineBlocks[o.off % inlineBlocks.length]! : undefined;
+                  const name = target?.[0] ?? pick(o.dev, true);
                   if (name === undefined) break;
-                  const off = inMapped(name, o.key, o.onMapped, o.off);
+                  const key = target?.[1] ?? o.key;
+                  const off = target !== undefined ? target[2] * BS + Math.min(lensOf(model.get(name)!, key).get(target[2])!, 1400) : inMapped(name, key, o.onMapped, o.off);
                   const len = Math.min(o.len, KEY_BYTES - off);
                   const data = new Uint8Array(len).fill(o.byte);
-                  written = { name, key: o.key, off, len, byte: o.byte };
+                  written = { name, key, off, len, byte: o.byte };
                   // Noted at once: even a failed write may have overwritten own blocks in place.
                   dirty.push(written);
                   apply = () => {
                     const m = model.get(name)!;
-                    content(m, o.key).set(data, off);
+                    content(m, key).set(data, off);
                     for (let fb = Math.floor(off / BS); fb <= Math.floor((off + len - 1) / BS); fb++) {
-                      blocksOf(m.mapped, o.key).add(fb);
-                      blocksOf(m.own, o.key).add(fb);
+                      if (!blocksOf(m.own, key).has(fb)) storeByExtent(m, key, fb, extentAfter(m, key, fb, Math.min(BS, off + len - fb * BS))); // else in place
                     }
                   };
+                  // A write that turns an inline block into a pool block (counted when it fails).
+                  {
+                    const m = model.get(name)!;
+                    const fb0 = Math.floor(off / BS);
+                    converting = inlineMax > 0 && lensOf(m, key).has(fb0) && extentAfter(m, key, fb0, Math.min(BS, off + len - fb0 * BS)) > inlineMax;
+                  }
                   const d = pool.openDevice(id(name));
                   try {
-                    d.write(o.key as FileKey, off, data);
+                    d.write(key as FileKey, off, data);
                   } finally {
                     d.close();
                   }
@@ -354,6 +444,7 @@ describe('pool under injected faults, against a model', () => {
                     for (let fb = o.from; fb < o.to; fb++) {
                       blocksOf(m.mapped, o.key).delete(fb);
                       blocksOf(m.own, o.key).delete(fb);
+                      lensOf(m, o.key).delete(fb);
                     }
                   };
                   const d = pool.openDevice(id(name));
@@ -374,10 +465,16 @@ describe('pool under injected faults, against a model', () => {
                     const keep = Math.ceil(size / BS);
                     const mapped = blocksOf(m.mapped, o.key);
                     const own = blocksOf(m.own, o.key);
+                    const lens = lensOf(m, o.key);
                     for (const fb of [...mapped]) if (fb >= keep) mapped.delete(fb);
                     for (const fb of [...own]) if (fb >= keep) own.delete(fb);
-                    // A mapped partial last block is rewritten (zeroed tail): it is the device's own now.
-                    if (size % BS !== 0 && mapped.has(keep - 1)) own.add(keep - 1);
+                    for (const fb of [...lens.keys()]) if (fb >= keep) lens.delete(fb);
+                    // A pool block as partial last block is rewritten (zeroed tail): the device's own
+                    // pool block now, or inline when the tail is within INLINE_MAX; an inline one
+                    // longer than the tail is cut to it.
+                    const tail = size % BS;
+                    if (tail !== 0 && mapped.has(keep - 1)) storeByExtent(m, o.key, keep - 1, tail);
+                    else if (tail !== 0 && (lens.get(keep - 1) ?? 0) > tail) lens.set(keep - 1, tail);
                   };
                   const d = pool.openDevice(id(name));
                   try {
@@ -395,6 +492,7 @@ describe('pool under injected faults, against a model', () => {
                     const inh = m.inherited.files.get(o.key);
                     m.files.set(o.key, inh === undefined ? new Uint8Array(KEY_BYTES) : inh.slice());
                     m.mapped.set(o.key, new Set(m.inherited.mapped.get(o.key) ?? []));
+                    m.inline.set(o.key, new Map(m.inherited.inline.get(o.key) ?? []));
                     m.own.set(o.key, new Set());
                   };
                   const d = pool.openDevice(id(name));
@@ -466,6 +564,7 @@ describe('pool under injected faults, against a model', () => {
             expect(isThinfsError(err), `${what}: threw ${String(err)}`).toBe(true);
             const code = (err as { code: string }).code;
             failedOps.set(o.op, (failedOps.get(o.op) ?? 0) + 1);
+            if (converting && firedOp === 'pwrite') failedConversions++;
             if (firedOp === undefined) {
               // Without a fault only a full pool may refuse (a write, or a truncate that moves its last block).
               expect(code, `${what}: ${String(err)}`).toBe('ENOSPC');
@@ -551,6 +650,9 @@ describe('pool under injected faults, against a model', () => {
     // The faults really happened, of every kind, and ended in each kind of outcome.
     for (const kind of ['pwrite', 'pread', 'sql', 'commit', 'fdatasync']) expect(fired.get(kind) ?? 0, `${kind} faults fired`).toBeGreaterThan(3);
     expect(failModes).toBeGreaterThan(5);
+    console.log(`pool faults: ${failedConversions} inline-to-pool conversions failed at their pwrite, ${failModes} fail modes`);
+    // Writes that would move an inline block into a pool block failed at their pwrite (and changed nothing: checked above).
+    expect(failedConversions, 'failed inline-to-pool conversions').toBeGreaterThan(4);
     for (const op of ['write', 'truncate', 'discard', 'snapshot', 'commit']) expect(failedOps.get(op) ?? 0, `failed ${op}s`).toBeGreaterThan(2);
   });
 });

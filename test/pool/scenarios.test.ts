@@ -111,13 +111,18 @@ describe('devicemapper scenarios', () => {
     pool = Pool.create(t.dir, { dataSizeBytes: 16 * 64 * KiB, minFreePercent: 0 });
     const dev = pool.openDevice(pool.createThin('thin'));
     dev.write(K, 0, fill(16 * 64 * KiB, 1));
-    expectErrno(() => dev.write(K, 16 * 64 * KiB, fill(10, 2)), 'ENOSPC');
+    // 40 KiB: more than the inline threshold (32 KiB), so it needs a pool block.
+    expectErrno(() => dev.write(K, 16 * 64 * KiB, fill(40 * KiB, 2)), 'ENOSPC');
     expect(pool.mode()).toBe('out-of-data-space');
     // A write spanning a mapped and an unmapped block changes nothing when it fails.
-    expectErrno(() => dev.write(K, 16 * 64 * KiB - 5, fill(10, 3)), 'ENOSPC');
+    expectErrno(() => dev.write(K, 16 * 64 * KiB - 5, fill(5 + 40 * KiB, 3)), 'ENOSPC');
     const tail = Buffer.alloc(5);
     dev.read(K, 16 * 64 * KiB - 5, tail);
     expect(tail.equals(fill(5, 1))).toBe(true);
+    // Small data still fits: it is kept inline in the metadata.
+    dev.write(2 as FileKey, 0, fill(100, 5));
+    expect(readBack(pool, 'thin', 2 as FileKey, 0, 100).equals(fill(100, 5))).toBe(true);
+    dev.removeKey(2 as FileKey);
     dev.discard(K, 0, 2);
     pool.commit(); // freed blocks are reusable once the freeing transaction commits
     dev.write(K, 16 * 64 * KiB, fill(2 * 64 * KiB, 4));
@@ -130,7 +135,7 @@ describe('devicemapper scenarios', () => {
     pool = Pool.create(t.dir, { dataSizeBytes: 100 * 64 * KiB, minFreePercent: 10 });
     const dev = pool.openDevice(pool.createThin('thin'));
     dev.write(K, 0, fill(90 * 64 * KiB, 1));
-    expectErrno(() => dev.write(K, 90 * 64 * KiB, fill(1, 1)), 'ENOSPC');
+    expectErrno(() => dev.write(K, 90 * 64 * KiB, fill(40 * KiB, 1)), 'ENOSPC');
     expect(pool.status().dataAvailableBytes).toBe(0);
     dev.close();
   });
@@ -204,7 +209,9 @@ describe('snapshots', () => {
     c.read(K, 0, got);
     expect(got.subarray(0, 100).equals(fill(100, 7))).toBe(true);
     expect(got.subarray(100).equals(fill(got.length - 100, 0))).toBe(true);
-    expect(c.counts().mappedBlocks).toBe(1);
+    // The 100 bytes left of the first block are copied up inline; no pool block is mapped.
+    expect(c.counts().mappedBlocks).toBe(0);
+    expect(c.info().inlineMappedBytes).toBe(100);
     c.close();
     expect(readBack(pool, 'base', K, 0, 3 * 64 * KiB).equals(fill(3 * 64 * KiB, 7))).toBe(true);
   });
