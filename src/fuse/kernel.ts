@@ -20,6 +20,8 @@ export interface MountEntry {
   fstype: string;
   /** The fsname: thinfs:NAME. */
   source: string;
+  /** The device number, MAJOR:MINOR (its backing device info is /sys/class/bdi/MAJOR:MINOR). */
+  dev: string;
 }
 
 /** The mounts this process sees (mountinfo escapes decoded). */
@@ -35,10 +37,11 @@ export function mountTable(): MountEntry[] {
     if (line === '') continue;
     const [left, right] = line.split(' - ');
     if (left === undefined || right === undefined) continue;
-    const mountpoint = left.split(' ')[4];
+    const fields = left.split(' ');
+    const mountpoint = fields[4];
     const [fstype, source] = right.split(' ');
     if (mountpoint === undefined || fstype === undefined) continue;
-    out.push({ mountpoint: unescape(mountpoint), fstype, source: unescape(source ?? '') });
+    out.push({ mountpoint: unescape(mountpoint), fstype, source: unescape(source ?? ''), dev: fields[2] ?? '' });
   }
   return out;
 }
@@ -115,6 +118,24 @@ export async function lazyUnmount(mountpoint: string): Promise<void> {
 export async function syncMount(mountpoint: string): Promise<void> {
   const r = await run('sync', ['-f', mountpoint]);
   if (r !== null) throw fail('EIO', 'sync', mountpoint, `cannot write the view's cached pages back (${r})`);
+}
+
+/**
+ * Raise the kernel's readahead of the thinfs mount at `mountpoint` to `kb` KiB (its
+ * backing device info in sysfs; root only). The FUSE INIT reply can only lower it from
+ * the kernel's 128 KiB default, so without this a sequential read reaches the daemon in
+ * 128 KiB requests whatever max_pages allows. False when it could not be set (not root,
+ * no sysfs): the mount works the same, reads come in 128 KiB requests.
+ */
+export async function setReadahead(mountpoint: string, kb: number): Promise<boolean> {
+  const m = thinfsMountAt(mountpoint);
+  if (m === undefined || !/^\d+:\d+$/.test(m.dev)) return false;
+  try {
+    await fsp.writeFile(`/sys/class/bdi/${m.dev}/read_ahead_kb`, `${kb}\n`);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Run a command; null on success, else its error text. */

@@ -33,10 +33,10 @@ import { logger } from '../log.js';
 import type { MountCounters } from './counters.js';
 import { IdMap } from './idmap.js';
 import { busyReport, isBusy, type BusyReport } from './holders.js';
-import { lazyUnmount, probeMount, syncMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
+import { lazyUnmount, probeMount, setReadahead, syncMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
 import { makeLowLevelOps } from './ll-ops.js';
 import { LowLevelSession } from './lowlevel.js';
-import { mountOptions } from './options.js';
+import { mountOptions, READAHEAD_KB } from './options.js';
 
 const log = logger('fuse');
 
@@ -111,7 +111,8 @@ export class FuseMount {
         throw mountError(err as Error, spec.mountpoint);
       },
     );
-    log.info({ mount: spec.name, mountpoint: spec.mountpoint, readOnly: spec.readOnly, options: o.options.mountOptions }, 'mounted');
+    const readahead = (await setReadahead(spec.mountpoint, READAHEAD_KB)) ? READAHEAD_KB : undefined;
+    log.info({ mount: spec.name, mountpoint: spec.mountpoint, readOnly: spec.readOnly, options: o.options.mountOptions, readaheadKb: readahead }, 'mounted');
     return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, o.allowOther, o.setuid, o.warnings, session);
   }
 
