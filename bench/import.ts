@@ -4,9 +4,10 @@
  *
  * A tree of --files small files (1-8 KiB) and one --big-mib file of random data is made,
  * and a tar of it. A container of a tiny image is mounted (the daemon starts). Then this
- * script stats a file of that mount over and over (a getattr the kernel sends to the
- * daemon every time: the libfuse2 transport mounts with attr_timeout=0) and, separately,
- * times create+write+unlink round trips (which no kernel cache can answer) — first with
+ * script stats a name of that mount that does not exist, a new one each time (a LOOKUP
+ * the kernel must send to the daemon: it caches attributes and entries, also negative
+ * ones, but never saw that name), and times create+write+unlink round trips (which no
+ * kernel cache can answer either) — first with
  * the daemon idle, then while it imports the tree (a directory import), then the tar,
  * both sent to the daemon by `thinfs import`. It prints the latency percentiles of each
  * phase and the imports' throughput, and how many progress reports the importing
@@ -60,10 +61,10 @@ function percentile(xs: number[], p: number): number {
 
 type Probe = (n: number) => number;
 
-/** One stat through the mount; its latency in ms. */
-const statProbe = (file: string): Probe => () => {
+/** One stat of a name never asked for before (ENOENT from the daemon); its latency in ms. */
+const statProbe = (dir: string, tag: string): Probe => (n) => {
   const t0 = nowMs();
-  fs.statSync(file);
+  fs.statSync(path.join(dir, `missing-${tag}-${n}`), { throwIfNoEntry: false });
   return nowMs() - t0;
 };
 
@@ -111,7 +112,7 @@ console.log(JSON.stringify({ progress: n, dataBytes: r.stats.dataBytes }));`;
   void exited.then(() => (running = false));
   const stat: number[] = [];
   const trip: number[] = [];
-  const s = statProbe(path.join(mnt, 'hello'));
+  const s = statProbe(mnt, name);
   const t = roundTripProbe(mnt);
   for (let n = 0; running; n++) {
     stat.push(s(n));
@@ -154,7 +155,7 @@ async function main(): Promise<void> {
     daemon = Number(fs.readFileSync(path.join(ROOT, 'run', 'daemon.pid'), 'utf8'));
 
     const idleStatEnd = nowMs() + IDLE_MS / 2;
-    const idleStat = await probeLoop(statProbe(path.join(mnt, 'hello')), () => nowMs() > idleStatEnd);
+    const idleStat = await probeLoop(statProbe(mnt, 'idle'), () => nowMs() > idleStatEnd);
     const idleTripEnd = nowMs() + IDLE_MS / 2;
     const idleTrip = await probeLoop(roundTripProbe(mnt), () => nowMs() > idleTripEnd);
     const dir = await duringImport(mnt, 'from-dir', src);
