@@ -99,6 +99,7 @@ class Daemon {
       list: () => this.table.list(),
       status: () => this.status(),
       stats: (name) => this.table.stats(name),
+      flush: (name) => this.table.flush(name),
     };
     this.server = await listenControl(this.root, control({ root: this.root, pool: this.pool, mounts: service }));
     writePid(this.root);

@@ -8,10 +8,11 @@
  *    renamed files, a removed tree, a moved directory): diffed while mounted (the daemon
  *    answers) it equals a walk that compares the mounted tree with the image's source
  *    tree — computed independently, file by file; after `commit` the new image's diff is
- *    the same and the container's is empty.
+ *    the same and the container's is empty. A file a process appended to and still holds
+ *    open is listed (the daemon flushes the view's writeback cache before it reads).
  */
 import { createHash } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -198,6 +199,24 @@ describe.skipIf(noFuse !== undefined)('diff of a container changed through a rea
       expect((await p.cli('diff', 'c')).stdout).toBe('A /after-commit\n');
     } finally {
       await p.umount(mnt);
+    }
+  });
+
+  it('sees what a process wrote to a file it still holds open (the kernel writeback cache is flushed first)', async () => {
+    expect((await p.cli('create', 'c2', 'img')).code).toBe(0);
+    const m2 = await p.mount('c2');
+    // Appends to a file of the image and keeps it open: its pages may stay in the kernel until written back.
+    const holder = spawn('bash', ['-c', 'exec 3>>"$1"; echo more >&3; echo ready; exec sleep 600', 'holder', path.join(m2, 'etc', 'motd')], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+      const r = await p.cli('diff', 'c2');
+      expect(r).toMatchObject({ code: 0, stderr: '' });
+      expect(r.stdout).toBe('C /etc\nC /etc/motd\n');
+    } finally {
+      const exited = new Promise((resolve) => holder.once('exit', resolve));
+      holder.kill('SIGKILL');
+      await exited;
+      await p.umount(m2);
     }
   });
 });

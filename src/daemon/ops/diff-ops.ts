@@ -10,7 +10,8 @@
  * its own); a base image has none, and all it holds is added. A loaded image's device
  * holds nothing of its own (its layers are layer devices, `thinfs ls --all`): its diff is
  * empty, and `thinfs diff LAYER-DEVICE` shows a layer's. A mounted container may be
- * diffed while it runs: the view read here is the daemon's, up to its last write.
+ * diffed while it runs: its mount is flushed first (what the kernel's writeback cache
+ * still holds reaches the daemon), then its device is read as the daemon has it.
  *
  * Paths are byte strings in the pool (fs/bytes.ts); the result carries them as text for
  * a person (toText: UTF-8, other bytes as \xNN) and, when that text is not the exact
@@ -46,8 +47,10 @@ export interface DiffResult {
 const KIND: Record<Change['kind'], DiffEntry['kind']> = { added: 'A', changed: 'C', deleted: 'D' };
 
 /** The changes of device `name` (a device name or an image reference) over its parent. */
-export function diff(ctx: OpContext, raw: unknown): Promise<DiffResult> {
+export async function diff(ctx: OpContext, raw: unknown): Promise<DiffResult> {
   const name = reqString('diff', argsObject('diff', raw), 'name');
+  // Writes to files still open in a mounted view may sit in the kernel's writeback cache.
+  await ctx.mounts?.flush(name);
   return withPool(ctx, 'read', (pool) => {
     const d = resolveImageName(pool, name);
     if (d === undefined) throw fail('ENOENT', 'diff', name, `no image or container named '${name}' (see \`thinfs ls\`)`);

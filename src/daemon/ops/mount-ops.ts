@@ -114,6 +114,8 @@ export interface MountService {
   status(): DaemonStatus;
   /** Counters of every mount, or of the mount of device `name` (a name or an image reference). */
   stats(name?: string): MountStats[];
+  /** Resolves once what was written to the mount of `name` (if mounted) has reached its Filesystem (the kernel's writeback cache). */
+  flush(name: string): Promise<void>;
 }
 
 /** Mount device `name` at `mountpoint` (default ROOT/mnt/NAME); `readOnly`; `nosuid`; `uidMap`/`gidMap`: ['C:H:N', ...]. */
