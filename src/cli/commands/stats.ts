@@ -34,7 +34,8 @@ export function register(program: Command): void {
       .addHelpText(
         'after',
         `
-Counted since each mount, in the daemon's FUSE adapter: every answered request by kind,
+Counted since each mount, in the daemon's FUSE adapter (what the kernel answers from its
+caches is not seen there): every answered request by kind,
 its errno (ERRORS) and the time its handler took (P50/P99 are the bounds of the
 histogram bucket they fall in: "≤ 50 µs"). "blocks" is how the device's own blocks
 changed since the mount (allocated minus freed); "commits" counts the pool's commits
