@@ -30,8 +30,8 @@ export function sampleTree(dirs = ['a', 'b', 'c'], n = 60): Tree {
 }
 
 /** A pool at `root` with one image `img` holding `tree`; returns the image's id. */
-export function makeImage(root: string, tree: Tree, name = 'img'): DevId {
-  const pool = Pool.create(root, { dataSizeBytes: 256 * MiB, minFreePercent: 0 });
+export function makeImage(root: string, tree: Tree, name = 'img', opts: { inlineMaxBytes?: number } = {}): DevId {
+  const pool = Pool.create(root, { dataSizeBytes: 256 * MiB, minFreePercent: 0, ...opts });
   try {
     const id = pool.createThin(name, { kind: 'base' });
     const fsys = Filesystem.open(pool, id);

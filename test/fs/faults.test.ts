@@ -43,8 +43,9 @@ afterEach(() => {
   t.cleanup();
 });
 
+/** Pool blocks only (inline blocks: test/pool/inline.test.ts and the pool's fault model). */
 function createPool(opts: PoolCreateOptions): void {
-  Pool.create(root, { minFreePercent: 0, ...opts }).close();
+  Pool.create(root, { minFreePercent: 0, inlineMaxBytes: 0, ...opts }).close();
 }
 function openPool(faults?: FaultPlan): Pool {
   pool = Pool.open(root, faults === undefined ? {} : { faults });

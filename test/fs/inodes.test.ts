@@ -56,7 +56,8 @@ afterEach(() => {
 });
 
 function newPool(faults?: FaultPlan): { fs: Filesystem; id: DevId } {
-  Pool.create(root, { blockSizeBytes: BS, dataSizeBytes: 64 * MiB, minFreePercent: 0 }).close();
+  // Pool blocks only: these tests count blocks freed and data writes failed (inline blocks: test/pool/inline.test.ts).
+  Pool.create(root, { blockSizeBytes: BS, dataSizeBytes: 64 * MiB, minFreePercent: 0, inlineMaxBytes: 0 }).close();
   pool = Pool.open(root, faults === undefined ? {} : { faults });
   const id = pool.createThin('base');
   return { fs: fsOf(id), id };

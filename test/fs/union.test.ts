@@ -224,7 +224,7 @@ describe('Docker graph-driver scenarios', () => {
   });
 
   it('open + unlink + write + read works until release, then the blocks are freed', () => {
-    mkPool();
+    mkPool({ inlineMaxBytes: 0 }); // counts pool blocks
     const base = pool.createThin('base');
     const b = fsOf(base);
     writeFile(b, '/lower', 'lower data');
@@ -662,7 +662,7 @@ describe('union rules', () => {
 
 describe('st_blocks', () => {
   it('counts the blocks a sparse file maps, through the chain and after copy-up', () => {
-    mkPool();
+    mkPool({ inlineMaxBytes: 0 }); // pool blocks; an inline block counts its bytes (test/pool/inline.test.ts)
     const base = pool.createThin('base');
     const fb = fsOf(base);
     writeFile(fb, '/sparse', Buffer.alloc(10, 1), 0o644, 10 * MiB); // one block at 10 MiB
