@@ -37,9 +37,7 @@ export class FileData {
   /** Up to `length` bytes from `offsetBytes`, short at end of file. */
   read(inode: Inode, offsetBytes: number, length: number): Buffer {
     const n = Math.max(0, Math.min(length, inode.size - offsetBytes));
-    const buf = Buffer.allocUnsafe(n);
-    if (n > 0) this.dev.read(inode.dataKey, offsetBytes, buf);
-    return buf;
+    return this.dev.readBytes(inode.dataKey, offsetBytes, n);
   }
 
   /** Write `data` at `offsetBytes`; returns the new file size. */

@@ -6,14 +6,17 @@
  * only wastes space and is repairable; a block mapped twice, or both mapped and free, or
  * a mapping past the high-water mark, means data can be overwritten or lost: fatal.
  * Inline blocks (thin.ts) are accounted too: a row holding both a pool block and inline
- * bytes is fatal (which of the two is the block is unknown); the inline byte counters
- * are recounted like the block counters; an inline row longer than the pool's threshold
- * (thinfs never writes one) is repairable: its bytes move into a pool block.
+ * bytes is fatal (which of the two is the block is unknown), and so are an inline block
+ * whose bytes are missing and bytes two rows point at (a write through one would change
+ * the other); bytes no row points at are a leak (repair drops them); the inline byte
+ * counters are recounted like the block counters; an inline block longer than the pool's
+ * threshold (thinfs never writes one) is repairable: its bytes move into a pool block.
  * Every message says how to fix it, and the advice can be followed in the state the
  * finding leaves the pool in (a pool that needs a check is read-only except for repair).
  *
  * Repair (only what is safe): drop mappings of layers that do not exist, return leaked
- * blocks to the free list, drop free rows past the high-water mark, move oversized inline
+ * blocks to the free list, drop free rows past the high-water mark and inline bytes no
+ * row points at, move oversized inline
  * rows into pool blocks (data written before the row changes, as every write; not while
  * the space map itself is damaged), recount the layers, and grow a data file that is shorter than the blocks handed out back to its size (the
  * lost tail reads as zeros: that is said in the report). Repair runs as one transaction:
@@ -26,7 +29,7 @@ import type { CheckIssue, CheckReport, LayerId, PBlock } from './types.js';
 /** A mappings row's contribution to its layer's counters. */
 interface RowCounts {
   pblock: number | null;
-  /** length(data): inline bytes (counted only when pblock is NULL). */
+  /** length of the inline bytes (0 when they are missing; NULL for a pool block or a hiding row). */
   dlen: number | null;
 }
 const poolOf = (r: RowCounts | undefined) => (r !== undefined && r.pblock !== null ? 1 : 0);
@@ -98,15 +101,41 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   if (badDevices > 0) fatal(`${badDevices} device(s) point at missing layers`, 'restore the pool from a backup; the devices\' data cannot be found without their layers');
   const badParents = db.prepare('SELECT count(*) FROM layers WHERE parent_id IS NOT NULL AND parent_id NOT IN (SELECT id FROM layers)').pluck().get() as number;
   if (badParents > 0) fatal(`${badParents} layer(s) have a missing parent`, 'restore the pool from a backup');
-  const both = db.prepare('SELECT count(*) FROM mappings WHERE pblock IS NOT NULL AND data IS NOT NULL').pluck().get() as number;
+  const both = db.prepare('SELECT count(*) FROM mappings WHERE pblock IS NOT NULL AND inline_id IS NOT NULL').pluck().get() as number;
   if (both > 0) {
     fatal(
       `${both} mapping row(s) hold both a pool block and inline bytes`,
       'copy the affected files out (views still mount and read, showing the pool block), then restore the pool from a backup; `check --repair` cannot tell which of the two is the block',
     );
   }
-  const inlineRows = db.prepare('SELECT count(*) FROM mappings WHERE pblock IS NULL AND data IS NOT NULL').pluck().get() as number;
-  const oversized = db.prepare('SELECT count(*) FROM mappings WHERE pblock IS NULL AND length(data) > ?').pluck().get(t.inlineMaxBytes) as number;
+  const referenced = new Map<number, number>();
+  for (const id of db.prepare('SELECT inline_id FROM mappings WHERE inline_id IS NOT NULL').pluck().iterate() as Iterable<number>) {
+    referenced.set(id, (referenced.get(id) ?? 0) + 1);
+  }
+  const inlineRows = [...referenced.values()].reduce((n, c) => n + c, 0);
+  const shared = [...referenced.values()].filter((c) => c > 1).length;
+  if (shared > 0) {
+    fatal(
+      `${shared} inline block(s) are pointed at by more than one mapping row`,
+      'copy the affected files out (views still mount and read), then restore the pool from a backup; `check --repair` cannot decide which file owns the bytes',
+    );
+  }
+  const stored = new Set(db.prepare('SELECT id FROM inline_blocks').pluck().all() as number[]);
+  let missing = 0;
+  for (const id of referenced.keys()) if (!stored.has(id)) missing++;
+  if (missing > 0) {
+    fatal(
+      `${missing} inline block(s) point at bytes that are missing (they read as zeros)`,
+      'copy the affected files out, then restore the pool from a backup; thinfs cannot recover these bytes',
+    );
+  }
+  const unreferenced: number[] = [];
+  for (const id of stored) if (!referenced.has(id)) unreferenced.push(id);
+  if (unreferenced.length > 0) leak(`${unreferenced.length} inline block(s) are held but no mapping points at them`, 'run `thinfs check --repair` to drop them');
+  const oversized = db
+    .prepare('SELECT count(*) FROM mappings m JOIN inline_blocks i ON i.id = m.inline_id WHERE m.pblock IS NULL AND length(i.data) > ?')
+    .pluck()
+    .get(t.inlineMaxBytes) as number;
   const spaceMapSound = beyond === 0 && twice === 0 && freeMapped === 0;
   if (oversized > 0) {
     leak(
@@ -150,7 +179,8 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   let repaired = false;
   if (repair) {
     const move = oversized > 0 && spaceMapSound;
-    const wanted = orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || badCounts > 0 || badMapped > 0 || badInline > 0 || badInlineMapped > 0 || move || shortFile;
+    const wanted =
+      orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || unreferenced.length > 0 || badCounts > 0 || badMapped > 0 || badInline > 0 || badInlineMapped > 0 || move || shortFile;
     if (wanted) {
       t.repairTransaction(() => {
         if (shortFile) t.growDataFile(Math.max(t.dataBlocks(), hwm));
@@ -158,6 +188,8 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
         const ins = db.prepare('INSERT OR IGNORE INTO free_blocks (pblock, freed_txn) VALUES (?, ?)');
         for (const b of leaked) ins.run(b, t.transactionId());
         db.prepare('DELETE FROM free_blocks WHERE pblock >= ? OR pblock < 0').run(hwm);
+        const dropInline = db.prepare('DELETE FROM inline_blocks WHERE id = ?');
+        for (const id of unreferenced) dropInline.run(id);
         if (move) moveOversized(t);
         // Recounted after the moves above changed what the rows hold.
         const ownedNow = ownedCounts(t);
@@ -180,7 +212,9 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
 /** Pool blocks and inline bytes of each layer's own rows. */
 function ownedCounts(t: CheckTarget): Map<LayerId, { blocks: number; inlineBytes: number }> {
   const rows = t.db
-    .prepare('SELECT layer, count(pblock) AS blocks, coalesce(sum(CASE WHEN pblock IS NULL THEN length(data) END), 0) AS inlineBytes FROM mappings GROUP BY layer')
+    .prepare(
+      'SELECT m.layer, count(m.pblock) AS blocks, coalesce(sum(CASE WHEN m.pblock IS NULL THEN length(i.data) END), 0) AS inlineBytes FROM mappings m LEFT JOIN inline_blocks i ON i.id = m.inline_id GROUP BY m.layer',
+    )
     .all() as { layer: LayerId; blocks: number; inlineBytes: number }[];
   return new Map(rows.map((r) => [r.layer, { blocks: r.blocks, inlineBytes: r.inlineBytes }]));
 }
@@ -191,7 +225,9 @@ function ownedCounts(t: CheckTarget): Map<LayerId, { blocks: number; inlineBytes
  * the rows at the blocks. Precondition: inside the repair transaction, the space map sound.
  */
 function moveOversized(t: CheckTarget): void {
-  const rows = t.db.prepare('SELECT ino, fblock, layer, data FROM mappings WHERE pblock IS NULL AND length(data) > ?').all(t.inlineMaxBytes) as {
+  const rows = t.db
+    .prepare('SELECT m.ino, m.fblock, m.layer, i.data FROM mappings m JOIN inline_blocks i ON i.id = m.inline_id WHERE m.pblock IS NULL AND length(i.data) > ?')
+    .all(t.inlineMaxBytes) as {
     ino: number;
     fblock: number;
     layer: number;
@@ -206,7 +242,8 @@ function moveOversized(t: CheckTarget): void {
       return { pb: blocks[i]!, buf };
     }),
   );
-  const point = t.db.prepare('UPDATE mappings SET pblock = ?, data = NULL WHERE ino = ? AND fblock = ? AND layer = ?');
+  // (The trigger drops the inline bytes of each row pointed at its block, metadata.ts.)
+  const point = t.db.prepare('UPDATE mappings SET pblock = ?, inline_id = NULL WHERE ino = ? AND fblock = ? AND layer = ?');
   rows.forEach((r, i) => point.run(blocks[i]!, r.ino, r.fblock, r.layer));
 }
 
@@ -218,8 +255,12 @@ function moveOversized(t: CheckTarget): void {
  */
 function expectedMapped(t: CheckTarget): Map<LayerId, { blocks: number; inlineBytes: number }> {
   const layers = [...t.tree.layers.values()].sort((a, b) => a.depth - b.depth);
-  const rowsOf = t.db.prepare('SELECT ino, fblock, pblock, length(data) AS dlen FROM mappings WHERE layer = ?');
-  const rowsAt = t.db.prepare('SELECT layer, pblock, length(data) AS dlen FROM mappings WHERE ino = ? AND fblock = ?');
+  const rowsOf = t.db.prepare(
+    'SELECT m.ino, m.fblock, m.pblock, CASE WHEN m.inline_id IS NULL THEN NULL ELSE coalesce(length(i.data), 0) END AS dlen FROM mappings m LEFT JOIN inline_blocks i ON i.id = m.inline_id WHERE m.layer = ?',
+  );
+  const rowsAt = t.db.prepare(
+    'SELECT m.layer, m.pblock, CASE WHEN m.inline_id IS NULL THEN NULL ELSE coalesce(length(i.data), 0) END AS dlen FROM mappings m LEFT JOIN inline_blocks i ON i.id = m.inline_id WHERE m.ino = ? AND m.fblock = ?',
+  );
   const out = new Map<LayerId, { blocks: number; inlineBytes: number }>();
   for (const l of layers) {
     const below = new Map<LayerId, number>();

@@ -43,7 +43,7 @@ export function keyExtentBlocks(pool: Pool, key: number, layers: LayerId[]): num
   if (layers.length === 0) return 0;
   const last = pool
     .metadataDb()
-    .prepare(`SELECT max(fblock) FROM mappings WHERE ino = ? AND (pblock IS NOT NULL OR data IS NOT NULL) AND layer IN (${layers.map(() => '?').join(', ')})`)
+    .prepare(`SELECT max(fblock) FROM mappings WHERE ino = ? AND (pblock IS NOT NULL OR inline_id IS NOT NULL) AND layer IN (${layers.map(() => '?').join(', ')})`)
     .pluck()
     .get(key, ...layers) as number | null;
   return last === null ? 0 : last + 1;

@@ -58,7 +58,13 @@ function newPool(opts: Parameters<typeof Pool.create>[1] = {}): Pool {
   return Pool.create(t.dir, { dataSizeBytes: 64 * MiB, minFreePercent: 0, ...opts });
 }
 function rows(p: Pool): { fblock: number; layer: number; pblock: number | null; len: number | null }[] {
-  return p.metadataDb().prepare('SELECT fblock, layer, pblock, length(data) AS len FROM mappings ORDER BY ino, fblock, layer').all() as never;
+  return p
+    .metadataDb()
+    .prepare('SELECT m.fblock, m.layer, m.pblock, length(i.data) AS len FROM mappings m LEFT JOIN inline_blocks i ON i.id = m.inline_id ORDER BY m.ino, m.fblock, m.layer')
+    .all() as never;
+}
+function inlineRowCount(p: Pool): number {
+  return p.metadataDb().prepare('SELECT count(*) FROM inline_blocks').pluck().get() as number;
 }
 
 describe('inline blocks', () => {
@@ -226,6 +232,7 @@ describe('inline blocks', () => {
     d.discard(K, 0, 5);
     expect(d.info()).toMatchObject({ inlineMappedBytes: 0, inlineExclusiveBytes: 0 });
     expect(rows(pool)).toEqual([]);
+    expect(inlineRowCount(pool), 'inline bytes dropped with their rows').toBe(0);
     expect(pool.metadataDb().prepare('SELECT count(*) FROM free_blocks').pluck().get()).toBe(0);
     expect(pool.status().inlineBytes).toBe(0);
     d.close();
@@ -242,6 +249,7 @@ describe('inline blocks', () => {
     pool.deleteDevice(id);
     expect(pool.status().inlineBytes).toBe(0);
     expect(rows(pool)).toEqual([]);
+    expect(inlineRowCount(pool)).toBe(0);
     expect(pool.check().issues).toEqual([]);
   });
 
@@ -321,10 +329,39 @@ describe('check of inline rows', () => {
     const d = pool.openDevice(pool.createThin('c'));
     d.write(K, 0, pattern(BS, 24));
     d.close();
-    pool.metadataDb().prepare('UPDATE mappings SET data = ?').run(pattern(10, 25));
+    const db = pool.metadataDb();
+    const id = Number(db.prepare('INSERT INTO inline_blocks (data) VALUES (?)').run(pattern(10, 25)).lastInsertRowid);
+    db.prepare('UPDATE mappings SET inline_id = ?').run(id);
     const r = pool.check();
     expect(r.fatal).toBe(1);
     expect(r.issues[0]!.message).toMatch(/both a pool block and inline bytes/);
+  });
+
+  it('inline bytes two rows point at, or that are missing, are fatal; bytes no row points at are a leak --repair drops', () => {
+    pool = newPool();
+    const d = pool.openDevice(pool.createThin('c'));
+    d.write(K, 0, pattern(100, 33));
+    d.write(8 as FileKey, 0, pattern(200, 34));
+    d.close();
+    pool.commit();
+    const db = pool.metadataDb();
+    db.prepare('INSERT INTO inline_blocks (data) VALUES (?)').run(pattern(300, 35)); // nobody's
+    let r = pool.check();
+    expect(r.issues.map((i) => [i.severity, i.message])).toEqual([['leak', '1 inline block(s) are held but no mapping points at them']]);
+    expect(pool.check({ repair: true }).repaired).toBe(true);
+    expect(pool.check().issues).toEqual([]);
+    expect(inlineRowCount(pool)).toBe(2);
+    const ids = db.prepare('SELECT inline_id FROM mappings ORDER BY ino').pluck().all() as number[];
+    db.prepare('UPDATE mappings SET inline_id = ? WHERE ino = 8').run(ids[0]); // the trigger drops key 8's own bytes
+    r = pool.check();
+    expect(r.issues.filter((i) => i.severity === 'fatal').map((i) => i.message)).toEqual(['1 inline block(s) are pointed at by more than one mapping row']);
+    // Pointing one of them elsewhere drops the shared bytes (the trigger): both now miss theirs.
+    db.prepare('UPDATE mappings SET inline_id = 999 WHERE ino = 8').run();
+    r = pool.check();
+    expect(r.issues.filter((i) => i.severity === 'fatal').map((i) => i.message)).toEqual(['2 inline block(s) point at bytes that are missing (they read as zeros)']);
+    const back = pool.openDevice(pool.findDevice('c')!.id);
+    expect(readAll(back, K, 100).every((b) => b === 0)).toBe(true);
+    back.close();
   });
 
   it('wrong inline byte counters are a leak; --repair recounts them', () => {
@@ -354,7 +391,7 @@ describe('check of inline rows', () => {
     d.close();
     pool.commit();
     // As a pool whose threshold was lowered behind its back (or a damaged row) would hold it.
-    pool.metadataDb().prepare('UPDATE mappings SET data = ?').run(pattern(40 * KiB, 28));
+    pool.metadataDb().prepare('UPDATE inline_blocks SET data = ?').run(pattern(40 * KiB, 28));
     pool.metadataDb().prepare('UPDATE layers SET inline_owned = ?, inline_mapped = ?').run(40 * KiB, 40 * KiB);
     pool.close();
     pool = Pool.open(t.dir);
@@ -364,6 +401,7 @@ describe('check of inline rows', () => {
     expect(pool.check({ repair: true }).repaired).toBe(true);
     expect(pool.check().issues).toEqual([]);
     expect(pool.findDevice('c')).toMatchObject({ mappedBlocks: 1, exclusiveBlocks: 1, inlineMappedBytes: 0 });
+    expect(inlineRowCount(pool)).toBe(0);
     pool.close();
     pool = Pool.open(t.dir);
     const again = pool.openDevice(pool.findDevice('c')!.id);
@@ -405,7 +443,10 @@ describe('pool options and schema', () => {
       UPDATE mappings SET pblock = 1 WHERE fblock = 1;
       UPDATE superblock SET hwm = 2;
       UPDATE layers SET mapped = 2, owned = 2;
-      ALTER TABLE mappings DROP COLUMN data;
+      DROP TRIGGER mappings_delete_inline;
+      DROP TRIGGER mappings_replace_inline;
+      DROP TABLE inline_blocks;
+      ALTER TABLE mappings DROP COLUMN inline_id;
       ALTER TABLE layers DROP COLUMN inline_mapped;
       ALTER TABLE layers DROP COLUMN inline_owned;
       ALTER TABLE superblock DROP COLUMN inline_max;
