@@ -106,11 +106,10 @@ const POOL_MIGRATIONS: string[] = [
 
 /**
  * The default inline threshold: half a block (32 KiB of a 64 KiB block). Measured on
- * real trees (bench/space.ts; the table is at the top of thin.ts): 16 KiB leaves the
- * tails of larger files in whole blocks (about 1.15x of ext4 on /usr/share/doc), half
- * a block gets every tree under 1.1x while blocks at least half full stay in the data
- * file, read and written in place.
- * (Migration 2 writes the same rule in SQL: keep them together.)
+ * real trees (bench/space.ts; the table is at the top of thin.ts): 16 KiB leaves more
+ * tails of larger files in whole blocks (1.08x of ext4 on /usr/share/doc), half a block
+ * gets every tree under 1.0x while blocks more than half full stay in the data file,
+ * read and written in place. (Migration 2 writes the same rule in SQL: keep them together.)
  */
 export function defaultInlineMaxBytes(blockSizeBytes: number): number {
   return blockSizeBytes / 2;

@@ -60,6 +60,10 @@
  *  - A full host disk answers ENOSPC to the write that met it (rolled back like any
  *    failure) and marks the pool out-of-data-space until a data write succeeds again;
  *    commits go on in the metadata log's preallocated space (datafile.ts), so frees do too.
+ *    Inline blocks grow the metadata instead of the data file, which no pwrite would
+ *    refuse until the commit: so their writes first ask the host for room (statfs, looked
+ *    at again only after half of what was free has been used) and get ENOSPC when less
+ *    than METADATA_HEADROOM_BYTES would be left.
  *  - A failed commit (fdatasync or COMMIT) puts the pool in fail mode, as dm-thin's: the
  *    transaction is rolled back (reads show the last commit, exactly what a reopen
  *    shows), nothing more is written, every change is refused with EIO (the commit that
@@ -126,6 +130,12 @@ export const DEFAULTS = {
 const NEEDS_CHECK_MARKER = 'needs_check';
 /** Host space allocated ahead for the metadata log, so commits go on when the host disk fills (datafile.ts). */
 const WAL_RESERVE_BYTES = 32 * MiB;
+/**
+ * Host space inline data may never eat into (reserveMetadataBytes): what commits and
+ * checkpoints need besides the bytes themselves, so that a filling host answers ENOSPC to
+ * the writes instead of failing a commit (fail mode).
+ */
+const METADATA_HEADROOM_BYTES = 4 * MiB;
 
 export interface TransactionHooks {
   /** Called after a rollback (an abort, a failed operation, fail mode): caches built on the metadata must be dropped. */
@@ -173,6 +183,8 @@ export class Pool implements BlockPool {
   /** Set when a commit failed: the pool is in fail mode (see the top of this file). */
   private failure: { code: ErrnoCode; reason: string } | undefined;
   private hostFull = false;
+  /** Bytes of metadata writes may still add before the host's free space is looked at again (reserveMetadataBytes). */
+  private metadataBudget = 0;
   private hooks: TransactionHooks[] = [];
   private lockFd = -1;
   private readonly st;
@@ -202,6 +214,8 @@ export class Pool implements BlockPool {
       release: this.db.prepare('RELEASE thinfs_op'),
       rollbackTo: this.db.prepare('ROLLBACK TO thinfs_op'),
       setTransactionId: this.db.prepare('UPDATE superblock SET transaction_id = ?'),
+      freelistPages: this.db.prepare('PRAGMA freelist_count').pluck() as unknown as { get(): number },
+      pageSize: this.db.prepare('PRAGMA page_size').pluck() as unknown as { get(): number },
     };
     this.loadState();
   }
@@ -832,6 +846,36 @@ export class Pool implements BlockPool {
   /** @internal Hand out `n` blocks, or ENOSPC (pool full, or the host file system full). */
   allocateBlocks(n: number): PBlock[] {
     return this.space.allocate(n, this.transactionId, this.root);
+  }
+
+  /**
+   * @internal Room on the host for `bytes` more of metadata (inline data), or ENOSPC
+   * (see the failure rules at the top). Each byte is counted twice: the log, then the
+   * checkpoint into the database file; the database's free pages count as room.
+   */
+  reserveMetadataBytes(bytes: number): void {
+    if (bytes <= this.metadataBudget) {
+      this.metadataBudget -= bytes;
+      return;
+    }
+    let hostFree: number;
+    try {
+      const st = fs.statfsSync(path.dirname(this.metadataFile));
+      hostFree = st.bavail * st.bsize;
+    } catch {
+      return; // the host cannot say: the commit will
+    }
+    // What the host has free, and the pages SQLite freed and reuses before it grows its file.
+    const avail = hostFree + this.st.freelistPages.get() * this.st.pageSize.get();
+    this.metadataBudget = Math.max(0, Math.floor((avail - METADATA_HEADROOM_BYTES) / 2));
+    if (bytes > this.metadataBudget) {
+      this.metadataBudget = 0;
+      const err = fail('ENOSPC', 'write', this.root, 'the host file system under the pool has no room left for more metadata (inline data)');
+      this.noteHostFull(err);
+      throw err;
+    }
+    this.metadataBudget -= bytes;
+    this.noteDataWritten();
   }
 
   /** @internal A data write reached the data file: the host has room (again). */

@@ -9,17 +9,24 @@
  *
  * Inline blocks. A block whose bytes end early — its used extent, up to its last written
  * byte, is at most the pool's inline_max (half a block by default) — takes no pool block:
- * its mappings row carries the bytes itself. Without that, every small file and every
- * small tail of a larger file took a whole 64 KiB block: an image cost 2.3-2.7x the
- * space of its files on ext4 (issue 9). Measured (bench/space.ts, 64 KiB blocks; pool
- * data + metadata growth / `du -s` of the tree on ext4):
+ * its mappings row points at the bytes, kept in the metadata. Without that, every small file and every
+ * small tail of a larger file took a whole 64 KiB block: an image cost 2.7-2.8x the
+ * space of its files on ext4 (issue 9). Measured (bench/space.ts --inline-max, 64 KiB
+ * blocks; pool growth, data file + metadata, / `du -s` of the tree on ext4):
  *
- *     tree                  block-only  16 KiB  32 KiB (default)
- *     MEASURED-TABLE
+ *     tree (files, du -s)                 block-only   8 KiB  16 KiB  32 KiB  48 KiB
+ *     node_modules (3,731, 111 MiB)          2.83      1.12    1.00    0.93    0.91
+ *     /usr/share/doc (4,272, 132 MiB)        2.66      1.27    1.08    0.96    0.93
+ *     busybox rootfs (10 files, 2 MiB)       1.29      1.01    0.99    0.99    0.99
  *
- * Inline bytes live in SQLite, which reads blobs of this size faster than a file system
- * does (sqlite.org, "Internal Versus External BLOBs") and packs them in 4 KiB pages, as
- * ext4 packs files in 4 KiB blocks. Sub-block packing (several small extents in shared
+ * Half a block (32 KiB) is the default: it takes most of the gain (the tails of larger
+ * files too) while a block more than half full stays a pool block. 48 KiB saves 2-3%
+ * more, but writes into such blocks would rewrite up to 48 KiB of blob each.
+ *
+ * Inline bytes live in SQLite, which packs them in its 4 KiB pages as ext4 packs files in
+ * 4 KiB blocks, and reads blobs of this size about as fast as a file system or faster
+ * (sqlite.org, "Internal Versus External BLOBs"; here: reading every file of an image
+ * in-process warm measures about even, cold up to 1.9x faster, bench/space.ts). Sub-block packing (several small extents in shared
  * pool blocks) was not chosen: it needs a second space map of extents, reference counts
  * per extent and compaction, and its copy-on-write still copies through the data file.
  * Blocks that end past inline_max stay pool blocks: they are read and overwritten in
@@ -31,7 +38,7 @@
  * itself; but mappings is a WITHOUT ROWID b-tree, and SQLite loads a cell that spills
  * onto overflow pages whole at each comparison of a search: with inline rows of a few
  * KiB every lookup, even one that reads only pblock, went through their overflow pages.
- * Measured on 4,272 keys with 1-31 KiB inline rows: a point query 54 us against 3 us
+ * Measured on 4,272 keys with 1-31 KiB inline rows: a point query ~55 us against 3-7 us
  * with the bytes in their own table (which also packs them tighter: a rowid table keeps
  * up to ~4 KiB of a row on its leaf and fills its overflow pages). Triggers drop an
  * inline_blocks row with the mappings row that points at it (metadata.ts).
@@ -158,6 +165,8 @@ export interface BlockPool {
   allocateBlocks(n: number): PBlock[];
   /** A write into fresh blocks reached the data file (the host had room). */
   noteDataWritten(): void;
+  /** Room on the host for `bytes` more of metadata (inline data), or throw ENOSPC. */
+  reserveMetadataBytes(bytes: number): void;
   /** Return a block to the space map (reusable after the commit). */
   freeBlock(pb: PBlock): void;
   /** True when `pb` was handed out in the open transaction (its data is not committed). */
@@ -307,6 +316,7 @@ export class BlockIo {
     const res = this.resolve(chain, key, fb0, fb1, true);
     const steps: Step[] = [];
     let needAlloc = 0;
+    let inlineBytes = 0;
     // Changes of the top layer's counters (see the top of the file).
     let dMapped = 0;
     let dOwned = 0;
@@ -329,6 +339,7 @@ export class BlockIo {
       const afterPool = step.kind === 'pool' ? 1 : 0;
       const afterInline = step.kind === 'inline' ? step.data.byteLength : 0;
       if (step.kind === 'pool') needAlloc++;
+      inlineBytes += afterInline;
       dMapped += afterPool - poolOf(visible);
       dInlineMapped += afterInline - inlineOf(visible);
       dOwned += afterPool - poolOf(own);
@@ -338,6 +349,7 @@ export class BlockIo {
     if (growth > 0 && top.mapped * bs + top.inlineMapped + growth > d.sizeLimitBytes) {
       throw fail('ENOSPC', 'write', d.name, `device size limit of ${d.sizeLimitBytes} bytes reached`);
     }
+    if (inlineBytes > 0) this.pool.reserveMetadataBytes(inlineBytes);
     const fresh = needAlloc > 0 ? this.pool.allocateBlocks(needAlloc) : [];
     let next = 0;
     const writes: { pos: number; buf: Uint8Array }[] = [];

@@ -3,8 +3,10 @@
  * threshold is kept in its mappings row instead of a pool block. One rule per test:
  * space and counters, growing past the threshold and shrinking back, copy-on-write that
  * never touches the image, discard and remove, crash, a failing pwrite or statement while
- * converting, check and repair of inline rows, the schema-1 migration, block-only pools.
+ * converting, check and repair of inline rows, the schema-1 migration, block-only pools,
+ * and a host file system that fills up with inline data (root only: a small tmpfs).
  */
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
@@ -470,5 +472,59 @@ describe('pool options and schema', () => {
     pool.close();
     pool = Pool.open(t.dir, { readOnly: true });
     expect(pool.status().inlineBytes).toBe(10);
+  });
+});
+
+const hostSkip = process.getuid?.() !== 0 ? 'needs root (mounts a small tmpfs as the host file system)' : undefined;
+if (hostSkip !== undefined) console.warn(`test/pool/inline: the full-host test is skipped: ${hostSkip}`);
+
+describe.skipIf(hostSkip !== undefined)('a host file system that fills up with inline data', () => {
+  it('writes get ENOSPC before a commit could fail: no fail mode, the commit goes through, frees make room again', () => {
+    const mnt = path.join(t.dir, 'host');
+    fs.mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', mnt]);
+    try {
+      const root = path.join(mnt, 'root');
+      pool = Pool.create(root, { dataSizeBytes: 1024 * MiB, minFreePercent: 0 }); // far larger than the host
+      const d = pool.openDevice(pool.createThin('c'));
+      d.write(K, 0, pattern(100, 40));
+      pool.commit();
+      let n = 0;
+      let code = 'no error';
+      for (; n < 10_000; n++) {
+        code = codeOf(() => d.write((1000 + n) as FileKey, 0, pattern(30_000, n)));
+        if (code !== 'no error') break;
+        if (n % 100 === 99) pool.commit();
+      }
+      expect(code).toBe('ENOSPC');
+      expect(n, 'inline files written before the host was full').toBeGreaterThan(100);
+      expect(pool.mode()).toBe('out-of-data-space');
+      pool.commit(); // what was written goes in
+      expect(pool.mode()).not.toBe('fail');
+      // Freeing inline data makes room (SQLite reuses its free pages) once that is committed.
+      for (let i = 0; i < n; i += 2) d.removeKey((1000 + i) as FileKey);
+      pool.commit();
+      d.write(9 as FileKey, 0, pattern(30_000, 41));
+      pool.commit();
+      d.close();
+      pool.close();
+      pool = Pool.open(root);
+      expect(pool.check().issues).toEqual([]);
+      const r = pool.openDevice(pool.findDevice('c')!.id);
+      expect(readAll(r, K, 100).equals(pattern(100, 40))).toBe(true);
+      expect(readAll(r, (1000 + 1) as FileKey, 30_000).equals(pattern(30_000, 1))).toBe(true);
+      expect(readAll(r, 9 as FileKey, 30_000).equals(pattern(30_000, 41))).toBe(true);
+      r.close();
+      pool.close();
+      pool = undefined;
+    } finally {
+      try {
+        pool?.close({ commit: false });
+      } catch {
+        /* closed */
+      }
+      pool = undefined;
+      execFileSync('umount', [mnt]);
+    }
   });
 });
