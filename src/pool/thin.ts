@@ -191,16 +191,21 @@ export class BlockIo {
   ) {
     this.st = {
       // The rows of a block range, with each inline block's length (length() of a blob is
-      // read from its record header: its bytes are not loaded), and, when asked (1), the
-      // bytes of the inline rows that are the top layer's or alone at their block —
-      // a small file read is one statement, while rows of other devices' layers never
-      // load theirs (resolve loads a lower row's bytes by id when it decides the block).
-      // Parameters: withData, top layer, key, fb0, fb1. Raw rows: [fblock, layer, pblock,
-      // inline_id, length, data].
-      range: db
+      // read from its record header: its bytes are not loaded). Raw rows: [fblock, layer,
+      // pblock, inline_id, length]. Parameters: key, fb0, fb1.
+      rangeLengths: db
+        .prepare(
+          'SELECT m.fblock, m.layer, m.pblock, m.inline_id, length(i.data) FROM mappings m LEFT JOIN inline_blocks i ON i.id = m.inline_id WHERE m.ino = ? AND m.fblock >= ? AND m.fblock < ?',
+        )
+        .raw(),
+      // The same, and the bytes of the inline rows that are the top layer's or alone at
+      // their block: a small file read is one statement, while rows of other devices'
+      // layers never load theirs (resolve loads a lower row's bytes by id when it decides
+      // the block). Parameters: top layer, key, fb0, fb1; a sixth column, the bytes.
+      rangeData: db
         .prepare(
           `SELECT m.fblock, m.layer, m.pblock, m.inline_id, length(i.data),
-             CASE WHEN ? AND m.inline_id IS NOT NULL AND (m.layer = ?
+             CASE WHEN m.inline_id IS NOT NULL AND (m.layer = ?
                OR NOT EXISTS (SELECT 1 FROM mappings o WHERE o.ino = m.ino AND o.fblock = m.fblock AND o.layer <> m.layer))
              THEN i.data END
            FROM mappings m LEFT JOIN inline_blocks i ON i.id = m.inline_id WHERE m.ino = ? AND m.fblock >= ? AND m.fblock < ?`,
@@ -548,7 +553,14 @@ export class BlockIo {
    */
   private resolve(chain: Chain, key: FileKey, fb0: FBlock, fb1: FBlock, withData: boolean): Map<FBlock, Resolved> {
     const out = new Map<FBlock, Resolved>();
-    const rows = this.st.range.all(withData ? 1 : 0, chain.top, key, fb0, fb1) as [number, LayerId, PBlock | null, number | null, number | null, Buffer | null][];
+    const rows = (withData ? this.st.rangeData.all(chain.top, key, fb0, fb1) : this.st.rangeLengths.all(key, fb0, fb1)) as [
+      number,
+      LayerId,
+      PBlock | null,
+      number | null,
+      number | null,
+      (Buffer | null)?,
+    ][];
     for (const row of rows) {
       const p = chain.pos.get(row[1]);
       if (p === undefined) continue;
@@ -557,7 +569,7 @@ export class BlockIo {
         r = { own: undefined, lower: undefined, lowerPos: Number.MAX_SAFE_INTEGER };
         out.set(row[0], r);
       }
-      const v: Row = row[2] !== null ? row[2] : row[3] === null ? null : { id: row[3], len: row[4] ?? 0, data: row[5] };
+      const v: Row = row[2] !== null ? row[2] : row[3] === null ? null : { id: row[3], len: row[4] ?? 0, data: row[5] ?? null };
       if (p === 0) r.own = v;
       else if (p < r.lowerPos) {
         r.lower = v;
