@@ -89,14 +89,9 @@ const POOL_MIGRATIONS: string[] = [
   );
   ALTER TABLE mappings ADD COLUMN inline_id INTEGER;
   CREATE TRIGGER mappings_delete_inline AFTER DELETE ON mappings WHEN old.inline_id IS NOT NULL
-  BEGIN
-    DELETE FROM inline_blocks WHERE id = old.inline_id;
-  END;
-  CREATE TRIGGER mappings_replace_inline AFTER UPDATE OF inline_id ON mappings
-    WHEN old.inline_id IS NOT NULL AND old.inline_id IS NOT new.inline_id
-  BEGIN
-    DELETE FROM inline_blocks WHERE id = old.inline_id;
-  END;
+    BEGIN DELETE FROM inline_blocks WHERE id = old.inline_id; END;
+  CREATE TRIGGER mappings_replace_inline AFTER UPDATE OF inline_id ON mappings WHEN old.inline_id IS NOT new.inline_id
+    BEGIN DELETE FROM inline_blocks WHERE id = old.inline_id; END;
   ALTER TABLE layers ADD COLUMN inline_mapped INTEGER NOT NULL DEFAULT 0;  -- inline bytes visible through the chain
   ALTER TABLE layers ADD COLUMN inline_owned INTEGER NOT NULL DEFAULT 0;   -- inline bytes in this layer's own rows
   ALTER TABLE superblock ADD COLUMN inline_max INTEGER NOT NULL DEFAULT 0; -- longest inline block, bytes
