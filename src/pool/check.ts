@@ -124,9 +124,12 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   let missing = 0;
   for (const id of referenced.keys()) if (!stored.has(id)) missing++;
   if (missing > 0) {
-    fatal(
-      `${missing} inline block(s) point at bytes that are missing (they read as zeros)`,
-      'copy the affected files out, then restore the pool from a backup; thinfs cannot recover these bytes',
+    // The bytes are gone already (lost with a damaged page); what repair can do is make the
+    // pool consistent again: those blocks become unmapped (they read as zeros, as they do
+    // now), as a mapping row lost with a page would. So: repairable, and the message says so.
+    leak(
+      `${missing} inline block(s) point at bytes that are missing: their data is lost and reads as zeros`,
+      'run `thinfs check --repair` to unmap them (restore the pool from a backup to get the bytes back)',
     );
   }
   const unreferenced: number[] = [];
@@ -180,7 +183,7 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   if (repair) {
     const move = oversized > 0 && spaceMapSound;
     const wanted =
-      orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || unreferenced.length > 0 || badCounts > 0 || badMapped > 0 || badInline > 0 || badInlineMapped > 0 || move || shortFile;
+      orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || unreferenced.length > 0 || badCounts > 0 || badMapped > 0 || badInline > 0 || badInlineMapped > 0 || missing > 0 || move || shortFile;
     if (wanted) {
       t.repairTransaction(() => {
         if (shortFile) t.growDataFile(Math.max(t.dataBlocks(), hwm));
@@ -190,6 +193,7 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
         db.prepare('DELETE FROM free_blocks WHERE pblock >= ? OR pblock < 0').run(hwm);
         const dropInline = db.prepare('DELETE FROM inline_blocks WHERE id = ?');
         for (const id of unreferenced) dropInline.run(id);
+        if (missing > 0) db.prepare('DELETE FROM mappings WHERE inline_id IS NOT NULL AND inline_id NOT IN (SELECT id FROM inline_blocks)').run();
         if (move) moveOversized(t);
         // Recounted after the moves above changed what the rows hold.
         const ownedNow = ownedCounts(t);

@@ -87,6 +87,11 @@ function openDirect(root: string, readOnly: boolean): Pool {
     if (wal === undefined || !fs.existsSync(wal) || fs.statSync(wal).size === 0) {
       for (const f of companions) fs.rmSync(f, { force: true });
     }
+    // A pool that `check` marked (pool/needs_check) stays read-only even when SQLite can no
+    // longer open its metadata: a change is refused with the advice, not with a parse error.
+    if (isThinfsError(err, 'EINVAL') && fs.existsSync(path.join(root, 'pool', 'needs_check'))) {
+      throw fail('EROFS', 'open', root, 'pool needs a check; run `thinfs check --repair`');
+    }
     throw err;
   }
 }
