@@ -6,9 +6,11 @@
  * only wastes space and is repairable; a block mapped twice, or both mapped and free, or
  * a mapping past the high-water mark, means data can be overwritten or lost: fatal.
  * Inline blocks (thin.ts) are accounted too: a row holding both a pool block and inline
- * bytes is fatal (which of the two is the block is unknown), and so are an inline block
- * whose bytes are missing and bytes two rows point at (a write through one would change
- * the other); bytes no row points at are a leak (repair drops them); the inline byte
+ * bytes is fatal (which of the two is the block is unknown), and so are bytes two rows
+ * point at (a write through one would change the other; repair gives each a copy); an
+ * inline block whose bytes are missing is repairable (they are lost already: repair makes
+ * it a hole, which reads as zeros, as it does); bytes no row points at are a leak (repair
+ * drops them); the inline byte
  * counters are recounted like the block counters; an inline block longer than the pool's
  * threshold (thinfs never writes one) is repairable: its bytes move into a pool block.
  * Every message says how to fix it, and the advice can be followed in the state the
@@ -16,7 +18,8 @@
  *
  * Repair (only what is safe): drop mappings of layers that do not exist, return leaked
  * blocks to the free list, drop free rows past the high-water mark and inline bytes no
- * row points at, move oversized inline
+ * row points at, make inline blocks whose bytes are missing holes, copy shared inline
+ * bytes for each row, move oversized inline
  * rows into pool blocks (data written before the row changes, as every write; not while
  * the space map itself is damaged), recount the layers, and grow a data file that is shorter than the blocks handed out back to its size (the
  * lost tail reads as zeros: that is said in the report). Repair runs as one transaction:
@@ -113,20 +116,21 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
     referenced.set(id, (referenced.get(id) ?? 0) + 1);
   }
   const inlineRows = [...referenced.values()].reduce((n, c) => n + c, 0);
-  const shared = [...referenced.values()].filter((c) => c > 1).length;
-  if (shared > 0) {
+  const shared = [...referenced].filter(([, c]) => c > 1).map(([id]) => id);
+  if (shared.length > 0) {
     fatal(
-      `${shared} inline block(s) are pointed at by more than one mapping row`,
-      'copy the affected files out (views still mount and read), then restore the pool from a backup; `check --repair` cannot decide which file owns the bytes',
+      `${shared.length} inline block(s) are pointed at by more than one mapping row (a write through one would change the others)`,
+      'run `thinfs check --repair`: it gives each row a copy of its own (what every file reads stays the same)',
     );
   }
   const stored = new Set(db.prepare('SELECT id FROM inline_blocks').pluck().all() as number[]);
-  let missing = 0;
-  for (const id of referenced.keys()) if (!stored.has(id)) missing++;
+  const missingIds = [...referenced.keys()].filter((id) => !stored.has(id));
+  const missing = missingIds.length;
   if (missing > 0) {
     // The bytes are gone already (lost with a damaged page); what repair can do is make the
-    // pool consistent again: those blocks become unmapped (they read as zeros, as they do
-    // now), as a mapping row lost with a page would. So: repairable, and the message says so.
+    // pool consistent again: those blocks become holes (they read as zeros, as they do now;
+    // a hiding row, so that a lower layer's older bytes do not show instead). So:
+    // repairable, and the message says so.
     leak(
       `${missing} inline block(s) point at bytes that are missing: their data is lost and reads as zeros`,
       'run `thinfs check --repair` to unmap them (restore the pool from a backup to get the bytes back)',
@@ -183,7 +187,18 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   if (repair) {
     const move = oversized > 0 && spaceMapSound;
     const wanted =
-      orphanRows > 0 || leaked.length > 0 || freeBeyond > 0 || unreferenced.length > 0 || badCounts > 0 || badMapped > 0 || badInline > 0 || badInlineMapped > 0 || missing > 0 || move || shortFile;
+      orphanRows > 0 ||
+      leaked.length > 0 ||
+      freeBeyond > 0 ||
+      unreferenced.length > 0 ||
+      shared.length > 0 ||
+      missing > 0 ||
+      badCounts > 0 ||
+      badMapped > 0 ||
+      badInline > 0 ||
+      badInlineMapped > 0 ||
+      move ||
+      shortFile;
     if (wanted) {
       t.repairTransaction(() => {
         if (shortFile) t.growDataFile(Math.max(t.dataBlocks(), hwm));
@@ -193,7 +208,9 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
         db.prepare('DELETE FROM free_blocks WHERE pblock >= ? OR pblock < 0').run(hwm);
         const dropInline = db.prepare('DELETE FROM inline_blocks WHERE id = ?');
         for (const id of unreferenced) dropInline.run(id);
-        if (missing > 0) db.prepare('DELETE FROM mappings WHERE inline_id IS NOT NULL AND inline_id NOT IN (SELECT id FROM inline_blocks)').run();
+        const hole = db.prepare('UPDATE mappings SET inline_id = NULL WHERE inline_id = ?');
+        for (const id of missingIds) hole.run(id);
+        if (shared.length > 0) unshareInline(db, shared);
         if (move) moveOversized(t);
         // Recounted after the moves above changed what the rows hold.
         const ownedNow = ownedCounts(t);
@@ -211,6 +228,23 @@ export function checkSpaceMap(t: CheckTarget, repair: boolean): CheckReport {
   }
   const nFatal = issues.filter((i) => i.severity === 'fatal').length;
   return { clean: issues.length === 0, fatal: nFatal, leaks: issues.length - nFatal, issues, repaired, blocksChecked: hwm, inlineBlocksChecked: inlineRows };
+}
+
+/**
+ * Give every row that points at one of `ids` a copy of those bytes of its own. (Each row
+ * is pointed at its copy; the trigger then drops the shared original, read beforehand.)
+ */
+function unshareInline(db: Db, ids: number[]): void {
+  const bytesOf = db.prepare('SELECT data FROM inline_blocks WHERE id = ?').pluck();
+  const rowsOf = db.prepare('SELECT ino, fblock, layer FROM mappings WHERE inline_id = ?');
+  const insert = db.prepare('INSERT INTO inline_blocks (data) VALUES (?)');
+  const point = db.prepare('UPDATE mappings SET inline_id = ? WHERE ino = ? AND fblock = ? AND layer = ?');
+  for (const id of ids) {
+    const data = bytesOf.get(id) as Buffer;
+    for (const r of rowsOf.all(id) as { ino: number; fblock: number; layer: number }[]) {
+      point.run(Number(insert.run(data).lastInsertRowid), r.ino, r.fblock, r.layer);
+    }
+  }
 }
 
 /** Pool blocks and inline bytes of each layer's own rows. */

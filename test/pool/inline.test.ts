@@ -339,11 +339,18 @@ describe('check of inline rows', () => {
     expect(r.issues[0]!.message).toMatch(/both a pool block and inline bytes/);
   });
 
-  it('inline bytes two rows point at are fatal; missing bytes, and bytes no row points at, are leaks --repair fixes', () => {
+  it('bytes no row points at are a leak; bytes two rows point at are fatal, missing ones a leak — --repair copies the shared bytes and makes the missing ones holes', () => {
     pool = newPool();
-    const d = pool.openDevice(pool.createThin('c'));
+    const base = pool.createThin('base');
+    const b = pool.openDevice(base);
+    b.write(9 as FileKey, 0, pattern(300, 38)); // older bytes below key 9's
+    b.close();
+    pool.setReadOnly(base);
+    const c = pool.createSnapshot(base, 'c');
+    const d = pool.openDevice(c);
     d.write(K, 0, pattern(100, 33));
     d.write(8 as FileKey, 0, pattern(200, 34));
+    d.write(9 as FileKey, 0, pattern(300, 36));
     d.close();
     pool.commit();
     const db = pool.metadataDb();
@@ -352,21 +359,29 @@ describe('check of inline rows', () => {
     expect(r.issues.map((i) => [i.severity, i.message])).toEqual([['leak', '1 inline block(s) are held but no mapping points at them']]);
     expect(pool.check({ repair: true }).repaired).toBe(true);
     expect(pool.check().issues).toEqual([]);
-    expect(inlineRowCount(pool)).toBe(2);
-    const ids = db.prepare('SELECT inline_id FROM mappings ORDER BY ino').pluck().all() as number[];
-    db.prepare('UPDATE mappings SET inline_id = ? WHERE ino = 8').run(ids[0]); // the trigger drops key 8's own bytes
+    expect(inlineRowCount(pool)).toBe(4);
+    const layer = pool.findDevice('c')!.layerId;
+    const id = (key: number) => db.prepare('SELECT inline_id FROM mappings WHERE ino = ? AND layer = ?').pluck().get(key, layer) as number;
+    db.prepare('UPDATE mappings SET inline_id = ? WHERE ino = 8 AND layer = ?').run(id(K), layer); // key 8 shares key K's bytes (the trigger drops its own)
+    db.prepare('DELETE FROM inline_blocks WHERE id = ?').run(id(9)); // the container's bytes of key 9 are lost
     r = pool.check();
-    expect(r.issues.filter((i) => i.severity === 'fatal').map((i) => i.message)).toEqual(['1 inline block(s) are pointed at by more than one mapping row']);
-    // Pointing one of them elsewhere drops the shared bytes (the trigger): both now miss theirs.
-    db.prepare('UPDATE mappings SET inline_id = 999 WHERE ino = 8').run();
-    r = pool.check();
-    // The bytes are lost already: repairable (the blocks are unmapped, they read zeros as now).
-    expect(r.fatal).toBe(0);
-    expect(r.issues.map((i) => i.message)).toContain('2 inline block(s) point at bytes that are missing: their data is lost and reads as zeros');
-    const back = pool.openDevice(pool.findDevice('c')!.id);
-    expect(readAll(back, K, 100).every((b) => b === 0)).toBe(true);
-    back.close();
+    expect(r.issues.map((i) => [i.severity, i.message])).toEqual([
+      ['fatal', '1 inline block(s) are pointed at by more than one mapping row (a write through one would change the others)'],
+      ['leak', '1 inline block(s) point at bytes that are missing: their data is lost and reads as zeros'],
+      ['leak', '1 layer(s) have a wrong count of inline bytes'],
+      ['leak', '1 layer(s) have a wrong count of visible inline bytes'],
+    ]);
     expect(pool.check({ repair: true }).repaired).toBe(true);
+    expect(pool.check().issues).toEqual([]);
+    const back = pool.openDevice(c);
+    expect(readAll(back, K, 100).equals(pattern(100, 33))).toBe(true);
+    expect(readAll(back, 8 as FileKey, 100).equals(pattern(100, 33)), 'what key 8 read before the repair').toBe(true);
+    // A hole: zeros, as before the repair — not the image's older bytes below.
+    expect(readAll(back, 9 as FileKey, 300).every((x) => x === 0)).toBe(true);
+    // The copies are separate now: a write through one leaves the other.
+    back.write(8 as FileKey, 0, pattern(50, 37));
+    expect(readAll(back, K, 100).equals(pattern(100, 33))).toBe(true);
+    back.close();
     expect(pool.check().issues).toEqual([]);
   });
 
