@@ -153,6 +153,7 @@ function prepareTrees(names: string[], tmp: string): Map<string, string> {
       console.error(`bench:space: the ${n} tree (${d}) is missing`);
       process.exit(1);
     }
+    out.set(n, nodefs.realpathSync(d)); // a checkout may have node_modules as a symlink; import takes directories
   }
   return out;
 }
