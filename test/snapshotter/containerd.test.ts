@@ -122,6 +122,11 @@ describe.skipIf(why !== undefined)('thinfs as a containerd snapshotter', () => {
       if (!fs.existsSync(sock)) return false;
       return (await client.list().then(() => true, () => false));
     });
+    // containerd's gRPC client to the proxy plugin backs off after the old snapshotter went
+    // away and answers "connection refused" until its next try: wait until it is through.
+    if (ctd !== undefined) {
+      await waitFor('containerd to reach the snapshotter again', async () => (await ctr('snapshots --snapshotter thinfs ls')).code === 0);
+    }
   }
 
   async function startContainerd(): Promise<void> {
