@@ -7,6 +7,7 @@
  * a command and --entrypoint override the config as in podman. Needs root, /dev/fuse,
  * busybox-static, umoci and skopeo (Debian packages); the runc half needs runc.
  */
+import { checkoutUnreadableBy } from '../helpers/unprivileged.js';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -28,6 +29,8 @@ function missing(): string | undefined {
   return undefined;
 }
 const why = missing();
+const rootlessWhy = checkoutUnreadableBy(65534);
+if (why === undefined && rootlessWhy !== undefined) console.warn(`skipping the rootless config-driven run tests: ${rootlessWhy}`);
 if (why !== undefined) console.warn(`skipping config-driven run tests: ${why}`);
 const RUNTIMES = ['runc', 'chroot'] as const;
 if (findProgram('runc') === undefined) console.warn('skipping the runc half of the config-driven run tests: runc is not installed (apt-get install runc)');
@@ -100,7 +103,7 @@ describe.skipIf(why !== undefined)('thinfs run by the image config', () => {
     });
   });
 
-  describe('rootless', () => {
+  describe.skipIf(rootlessWhy !== undefined)('rootless', () => {
     let home: string;
     let root: string;
     const asUser = (argv: string[]): Promise<Run> =>

@@ -8,6 +8,7 @@
  * is unchanged. Needs root (to switch to 65534), /dev/fuse, busybox-static, setpriv and
  * unprivileged user namespaces; the runc half needs runc. Each skip says why.
  */
+import { checkoutUnreadableBy } from '../helpers/unprivileged.js';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -30,7 +31,7 @@ function missing(): string | undefined {
   if (SETPRIV === undefined || findProgram('unshare') === undefined) return 'util-linux (setpriv, unshare) is missing';
   const ns = spawnSync(SETPRIV, [`--reuid=${USER}`, `--regid=${USER}`, '--clear-groups', findProgram('unshare')!, '--user', '--map-root-user', 'true']);
   if (ns.status !== 0) return 'unprivileged user namespaces are not available';
-  return undefined;
+  return checkoutUnreadableBy(USER);
 }
 const why = missing();
 if (why !== undefined) console.warn(`skipping rootless run tests: ${why}`);
