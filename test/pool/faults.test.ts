@@ -648,7 +648,10 @@ describe('pool under injected faults, against a model', () => {
       { numRuns: 70 },
     );
     // The faults really happened, of every kind, and ended in each kind of outcome.
-    for (const kind of ['pwrite', 'pread', 'sql', 'commit', 'fdatasync']) expect(fired.get(kind) ?? 0, `${kind} faults fired`).toBeGreaterThan(3);
+    // Every kind must really fire; preads are rarer since small blocks live inline (no pread
+    // for them), so a run may see only a couple of pread faults.
+    for (const kind of ['pwrite', 'sql', 'commit', 'fdatasync']) expect(fired.get(kind) ?? 0, `${kind} faults fired`).toBeGreaterThan(3);
+    expect(fired.get('pread') ?? 0, 'pread faults fired').toBeGreaterThan(0);
     expect(failModes).toBeGreaterThan(5);
     console.log(`pool faults: ${failedConversions} inline-to-pool conversions failed at their pwrite, ${failModes} fail modes`);
     // Writes that would move an inline block into a pool block failed at their pwrite (and changed nothing: checked above).
