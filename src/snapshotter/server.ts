@@ -46,11 +46,16 @@ export async function listenSnapshots(address: string, backend: SnapshotBackend)
   await replaceStaleSocket(address);
   const server = new grpc.Server();
   server.addService(snapshotsService(), handlers(backend));
+  // The socket is born 0600 (umask while it is bound), not chmod'ed after: no moment in which
+  // another user could connect, and nobody sees it with other bits.
+  const umask = process.umask(0o177);
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(`unix:${address}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-  ).catch((err: Error) => {
-    throw fail('EADDRINUSE', 'snapshotter', address, `cannot listen (${err.message})`);
-  });
+  )
+    .catch((err: Error) => {
+      throw fail('EADDRINUSE', 'snapshotter', address, `cannot listen (${err.message})`);
+    })
+    .finally(() => process.umask(umask));
   fs.chmodSync(address, 0o600);
   return {
     address,
