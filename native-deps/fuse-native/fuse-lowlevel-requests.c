@@ -3,8 +3,9 @@
  * (thinfs). Each callback runs in a libfuse worker thread: it copies what the request
  * carries (names, attributes, the caller from fuse_req_ctx) into an item in the JS
  * layout (A_*), queues it for the JS thread and returns to read the next request. WRITE
- * alone keeps its worker until JS has replied, so JS reads the data in place. The later
- * C hot path plugs in at ll_read / ll_write (read_hook / write_hook).
+ * alone keeps its worker until JS has replied, so JS reads the data in place. READ and
+ * WRITE of blocks the block map knows are answered here, in the worker, without JS
+ * (fuse-lowlevel-blockmap.c); the ones it does not know carry a "fill" flag to JS (A_U2).
  *
  * One request is answered here without JS: GETXATTR security.capability of an inode JS
  * has said has none. FUSE clears SB_NOSEC, so the kernel asks for that xattr before
@@ -243,20 +244,23 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
 
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
   ll_session_t *s = SESSION(req);
-  if (s->read_hook != NULL && s->read_hook(s, req, ino, size, off, fi->fh)) return;
+  int served = bm_read(s, req, ino, size, off, fi->fh);
+  if (served == 1) return;
   NEW_ITEM(it, OP_READ, 0);
   it->a[A_INO] = ino;
   it->a[A_FH] = (double) fi->fh;
   it->a[A_OFF] = (double) off;
   it->a[A_SIZE] = (double) size;
   it->a[A_U1] = fi->flags;
+  it->a[A_U2] = served == 0; /* the map lacks these blocks: JS fills it */
   enqueue(s, it);
 }
 
 /* The worker waits until JS has replied: JS reads `buf` in place. */
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   ll_session_t *s = SESSION(req);
-  if (s->write_hook != NULL && s->write_hook(s, req, ino, buf, size, off, fi->fh)) return;
+  int served = bm_write(s, req, ino, buf, size, off, fi->fh);
+  if (served == 1) return;
   NEW_ITEM(it, OP_WRITE, 0);
   it->a[A_INO] = ino;
   it->a[A_FH] = (double) fi->fh;
@@ -264,6 +268,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
   it->a[A_SIZE] = (double) size;
   it->a[A_U1] = fi->flags;
   it->a[A_U3] = fi->writepage;
+  it->a[A_U2] = served == 0;
   it->data = buf;
   it->data_len = size;
   it->waiting = 1;

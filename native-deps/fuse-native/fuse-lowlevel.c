@@ -48,10 +48,10 @@
  *    fusermount3 -u -z otherwise), off the JS thread for the same reason: a kernel
  *    unmount writes back dirty pages first.
  *
- * The later C hot path (READ of mapped blocks and WRITE into owned blocks served in the
- * worker threads from a block-map cache JS fills) plugs in at ll_read/ll_write: a hook
- * that serves the request in the worker and returns 1, or returns 0 to pass it to JS
- * (see ll_session_t.read_hook / write_hook; NULL today).
+ * The C hot path: READ of mapped blocks and WRITE into blocks the top layer owns are
+ * served in the worker threads from a block map JS fills and drops
+ * (fuse-lowlevel-blockmap.c: what the map holds, and the epoch that keeps a freed block
+ * from being reused under an in-flight read).
  *
  * Names are bytes: every name reaches JS as a latin1 string (one char per byte,
  * napi_create_string_latin1), and every name JS hands back (readdir, readlink, notify)
@@ -219,6 +219,7 @@ void session_release(ll_session_t *s) {
   pthread_mutex_destroy(&s->nlock);
   pthread_mutex_destroy(&s->nocap_lock);
   free(s->nocap);
+  bm_destroy(s->bm);
   pthread_cond_destroy(&s->ncond);
   free(s->mountpoint);
   free(s);
@@ -535,6 +536,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
   set_fn(env, exports, "stats", ll_stats);
   set_fn(env, exports, "nocap", ll_nocap);
   ll_export_replies(env, exports);
+  ll_export_blockmap(env, exports);
 
   napi_value ops, ev, caps, set, layout;
   napi_create_object(env, &ops);

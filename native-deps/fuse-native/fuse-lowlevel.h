@@ -7,6 +7,7 @@
  *   fuse-lowlevel-requests.c  libfuse worker threads: each request becomes an item on the queue
  *   fuse-lowlevel-dispatch.c  the JS thread: the request table, one wake-up dispatches a batch
  *   fuse-lowlevel-replies.c   the JS thread: ll_reply_* (the one way a request is answered)
+ *   fuse-lowlevel-blockmap.c  the C hot path: READ/WRITE of mapped blocks served in the workers
  */
 #ifndef THINFS_FUSE_LOWLEVEL_H
 #define THINFS_FUSE_LOWLEVEL_H
@@ -18,6 +19,7 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <node_api.h>
@@ -118,8 +120,8 @@ typedef struct ll_notify {
   char name[];
 } ll_notify_t;
 
-typedef int (*ll_read_hook_t)(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, uint64_t fh);
-typedef int (*ll_write_hook_t)(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, uint64_t fh);
+/* The C hot path's block map (fuse-lowlevel-blockmap.c). */
+typedef struct ll_blockmap ll_blockmap_t;
 
 struct ll_session {
   napi_env env;
@@ -155,9 +157,8 @@ struct ll_session {
   ll_notify_t *nhead, *ntail;
   int nstop;
 
-  /* the later C hot path: serve READ/WRITE in the worker; NULL = everything goes to JS */
-  ll_read_hook_t read_hook;
-  ll_write_hook_t write_hook;
+  /* The C hot path: READ/WRITE served in the worker from this map; NULL until JS configures it. */
+  ll_blockmap_t *bm;
 
   /* Inodes known to have no security.capability xattr (fuse-lowlevel-requests.c). */
   pthread_mutex_t nocap_lock;
@@ -201,6 +202,16 @@ void session_release(ll_session_t *s);
 /* ---- fuse-lowlevel-replies.c (JS thread) ---- */
 
 void ll_export_replies(napi_env env, napi_value exports);
+
+/* ---- fuse-lowlevel-blockmap.c ---- */
+
+/* Worker threads: 1 = answered here; 0 = not in the map (JS answers, then fills it); -1 = JS answers. */
+int bm_read(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, uint64_t fh);
+int bm_write(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, uint64_t fh);
+/* After the workers have stopped. */
+void bm_destroy(ll_blockmap_t *m);
+/* JS thread: bm_configure, bm_fill, bm_drop, bm_quiesce, bm_stats. */
+void ll_export_blockmap(napi_env env, napi_value exports);
 
 /* ---- N-API helpers ---- */
 

@@ -34,8 +34,9 @@
 //   rename(req, parent, name, newParent, newName, flags) -> reply.err(req, 0)
 //   link(req, ino, newParent, newName)           -> reply.entry
 //   open(req, ino, flags), opendir(...)          -> reply.open(req, fh, openFlags)
-//   read(req, ino, size, offset, fh, flags)      -> reply.buf / reply.iov / reply.data
-//   write(req, ino, buf, offset, fh, flags, writepage) -> reply.write (buf is valid until the reply)
+//   read(req, ino, size, offset, fh, flags, miss) -> reply.buf / reply.iov / reply.data
+//   write(req, ino, buf, offset, fh, flags, writepage, miss) -> reply.write (buf is valid until the reply)
+//     (miss: the block map lacks these blocks — see blockMapFill — when one is configured)
 //   flush(req, ino, fh), releasedir(req, ino, fh)          -> reply.err(req, 0)
 //   release(req, ino, fh, flags, flush)                   -> reply.err(req, 0)
 //   fsync(req, ino, datasync, fh), fsyncdir(...)          -> reply.err(req, 0)
@@ -95,8 +96,8 @@ DECODE[OPS.symlink] = (h, id, name, target) => h.symlink(id, target, A[A_INO], n
 DECODE[OPS.rename] = (h, id, name, newName) => h.rename(id, A[A_INO], name, A[A_INO2], newName, A[A_U2])
 DECODE[OPS.link] = (h, id, newName) => h.link(id, A[A_INO], A[A_INO2], newName)
 DECODE[OPS.open] = (h, id) => h.open(id, A[A_INO], A[A_U1])
-DECODE[OPS.read] = (h, id) => h.read(id, A[A_INO], A[A_SIZE], A[A_OFF], A[A_FH], A[A_U1])
-DECODE[OPS.write] = (h, id, n1, n2, buf) => h.write(id, A[A_INO], buf, A[A_OFF], A[A_FH], A[A_U1], A[A_U3] !== 0)
+DECODE[OPS.read] = (h, id) => h.read(id, A[A_INO], A[A_SIZE], A[A_OFF], A[A_FH], A[A_U1], A[A_U2] !== 0)
+DECODE[OPS.write] = (h, id, n1, n2, buf) => h.write(id, A[A_INO], buf, A[A_OFF], A[A_FH], A[A_U1], A[A_U3] !== 0, A[A_U2] !== 0)
 DECODE[OPS.flush] = (h, id) => h.flush(id, A[A_INO], A[A_FH])
 DECODE[OPS.release] = (h, id) => h.release(id, A[A_INO], A[A_FH], A[A_U2], A[A_U3] !== 0)
 DECODE[OPS.fsync] = (h, id) => h.fsync(id, A[A_INO], A[A_U1] !== 0, A[A_FH])
@@ -362,6 +363,39 @@ class FuseLowLevel extends EventEmitter {
     if (this._session === null || this.ended) return
     if (ino === undefined) binding.nocap(this._session)
     else binding.nocap(this._session, ino, none !== false)
+  }
+
+  // ---- the C hot path (fuse-lowlevel-blockmap.c): READ/WRITE served in the workers ----
+
+  /** Serve reads of mapped blocks from data file `fd` (dup'ed), and writes into own blocks when `writes`; blocks are 2^blockShift bytes. */
+  blockMapConfigure (fd, blockShift, writes) {
+    if (this._session === null || this.ended) return false
+    return binding.bm_configure(this._session, fd, blockShift, writes === true)
+  }
+
+  /** Entries (Float64Array: pool block * 2 + own, -1 zeros, -2 JS) of blocks [firstBlock, firstBlock + count) of ino, one chunk of 256 blocks; size: the file's. */
+  blockMapFill (ino, size, firstBlock, entries, count) {
+    if (this._session === null || this.ended) return false
+    return binding.bm_fill(this._session, ino, size, firstBlock, entries, count === undefined ? entries.length : count)
+  }
+
+  /** Forget ino's blocks (no ino: everything). */
+  blockMapDrop (ino) {
+    if (this._session === null || this.ended) return false
+    return ino === undefined ? binding.bm_drop(this._session) : binding.bm_drop(this._session, ino)
+  }
+
+  /** Returns once every read and write the C side started before the call has finished. */
+  blockMapQuiesce () {
+    if (this._session === null || this.ended) return false
+    return binding.bm_quiesce(this._session)
+  }
+
+  /** { reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld } of the C side. */
+  blockMapStats () {
+    const v = this._session === null ? new Array(10).fill(0) : binding.bm_stats(this._session)
+    const [reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld] = v
+    return { reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld }
   }
 
   /** { requests, batches, maxBatch, outstanding, nocapHits }: requests dispatched to JS, the wake-ups that carried them, the largest batch, requests not yet answered, getxattr answered in C. */

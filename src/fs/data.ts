@@ -30,8 +30,25 @@
  */
 import type { FileKey, ThinDevice } from '../pool/index.js';
 import type { Inode } from './inodes.js';
+import type { Ino } from './types.js';
+
+/**
+ * A copy of block mappings kept outside JS (the FUSE C hot path serves reads and in-place
+ * writes from it, fuse/blockmap.ts). The filesystem tells it before anything it may hold
+ * goes stale: drop(ino) before an inode's blocks or size change, dropAll() when mappings
+ * change under every inode (a rollback, a snapshot), quiesce() before freed blocks can be
+ * reused (it returns once the I/O it started on old mappings has finished).
+ */
+export interface BlockCache {
+  drop(ino: Ino): void;
+  dropAll(): void;
+  quiesce(): void;
+}
 
 export class FileData {
+  /** Told before blocks or sizes change (see BlockCache); none unless a FUSE mount attached one. */
+  cache: BlockCache | undefined = undefined;
+
   constructor(private readonly dev: ThinDevice) {}
 
   /** Up to `length` bytes from `offsetBytes`, short at end of file. */
@@ -42,6 +59,7 @@ export class FileData {
 
   /** Write `data` at `offsetBytes`; returns the new file size. */
   write(inode: Inode, offsetBytes: number, data: Uint8Array): number {
+    this.cache?.drop(inode.ino);
     if (offsetBytes > inode.size) this.zeroPastEnd(inode, offsetBytes);
     this.dev.write(inode.dataKey, offsetBytes, data);
     return Math.max(inode.size, offsetBytes + data.byteLength);
@@ -52,6 +70,7 @@ export class FileData {
    * now on (a fresh one when `freshKey` is given and the old key's data lives below).
    */
   truncate(inode: Inode, sizeBytes: number, freshKey: () => FileKey): FileKey {
+    this.cache?.drop(inode.ino);
     if (sizeBytes === 0 && inode.dataBelow) {
       this.dev.removeKey(inode.dataKey);
       return freshKey();
@@ -59,6 +78,14 @@ export class FileData {
     if (sizeBytes < inode.size) this.dev.truncate(inode.dataKey, sizeBytes);
     else if (sizeBytes > inode.size) this.zeroPastEnd(inode, sizeBytes);
     return inode.dataKey;
+  }
+
+  /**
+   * The block map of blocks [firstBlock, firstBlock + count) of a regular file, for a
+   * BlockCache (see ThinDevice.blockMap); `writable`: own blocks may be written in place.
+   */
+  blockMap(inode: Inode, firstBlock: number, count: number, writable: boolean): Float64Array {
+    return this.dev.blockMap(inode.dataKey, firstBlock, count, writable);
   }
 
   /** Zero the old last block from the current end up to `uptoBytes` (within that block), if it is a pool block. */
@@ -74,10 +101,11 @@ export class FileData {
 
   /** Free the device's own blocks of a file that is gone. */
   remove(inode: Inode): void {
+    this.cache?.drop(inode.ino);
     this.dev.removeKey(inode.dataKey);
   }
 
-  /** Free the device's own blocks under `key`. */
+  /** Free the device's own blocks under `key` (of no live inode). */
   removeKey(key: FileKey): void {
     this.dev.removeKey(key);
   }

@@ -62,7 +62,7 @@ import { logger } from '../log.js';
 import type { DevId, FileKey, Pool, ThinDevice } from '../pool/index.js';
 import { isByteString } from './bytes.js';
 import { computeChanges } from './changes.js';
-import { FileData } from './data.js';
+import { FileData, type BlockCache } from './data.js';
 import { DirentTable, type Entry } from './dirents.js';
 import { HandleTable, type Handle } from './handles.js';
 import { InodeTable, toAttr, type Inode, type InodeFields } from './inodes.js';
@@ -152,6 +152,7 @@ export class Filesystem {
   private readonly data: FileData;
   private readonly handles = new HandleTable();
   private readonly unhook: () => void;
+  private unhookCache: (() => void) | undefined;
   private seenGen: number;
   private readOnly: boolean;
   private closed = false;
@@ -224,6 +225,48 @@ export class Filesystem {
   /** Make everything done so far durable (the pool's commit). */
   commit(): void {
     this.pool.commit();
+  }
+
+  // ---------------------------------------------------------------- the FUSE C hot path
+
+  /**
+   * Tell `cache` (the FUSE C hot path's copy of block mappings) before mappings or sizes
+   * change, and before freed blocks are reused (data.ts BlockCache); undefined detaches it.
+   * One cache per filesystem.
+   */
+  attachBlockCache(cache: BlockCache | undefined): void {
+    this.unhookCache?.();
+    this.unhookCache = undefined;
+    this.data.cache = cache;
+    if (cache === undefined) return;
+    const dropAll = (): void => {
+      cache.dropAll();
+      cache.quiesce();
+    };
+    this.unhookCache = this.pool.addHooks({ onAbort: dropAll, onLayout: dropAll, beforeReuse: () => cache.quiesce() });
+  }
+
+  /**
+   * The block map of a regular file's blocks [firstBlock, firstBlock + count) and its size
+   * now (data.ts), or undefined for anything else. Own blocks are marked writable only
+   * while this view takes writes.
+   */
+  blockMap(ino: Ino, firstBlock: number, count: number): { sizeBytes: number; entries: Float64Array } | undefined {
+    this.sync();
+    const inode = this.inodes.find(ino);
+    if (inode === undefined || !isReg(inode.mode)) return undefined;
+    const writable = !this.isReadOnlyNow() && this.pool.mode() !== 'read-only';
+    return { sizeBytes: inode.size, entries: this.data.blockMap(inode, firstBlock, count, writable) };
+  }
+
+  /** The pool's data file descriptor and block size, for the C hot path (never close it). */
+  dataFile(): { fd: number; blockSizeBytes: number } {
+    return { fd: this.pool.dataFileDescriptor(), blockSizeBytes: this.dev.blockSizeBytes };
+  }
+
+  /** Bytes were written in place from outside JS: the next commit (fsync, close) makes them durable (pool.noteExternalWrites). */
+  noteExternalWrites(): void {
+    this.pool.noteExternalWrites();
   }
 
   /** Drop the inode, xattr and path caches (after an abort, or under memory pressure). */
@@ -818,6 +861,7 @@ export class Filesystem {
   private closeQuietly(): void {
     this.closed = true;
     this.unhook();
+    this.attachBlockCache(undefined);
     if (!this.readOnly) this.slot.writer = false;
     this.dev.close();
   }

@@ -41,6 +41,21 @@ export interface CountersSnapshot {
   /** Operations whose data went through the adapter (read, write), for averages. */
   reads: number;
   writes: number;
+  /**
+   * Of those, the reads and writes the C hot path answered in libfuse's workers (fuse/blockmap.ts):
+   * counted in bytesRead/bytesWritten and reads/writes, not in ops (no latency is measured there).
+   */
+  native: { reads: number; writes: number; readErrors: number; writeErrors: number };
+}
+
+/** What the C hot path counted (LowLevelSession.blockMapStats). */
+export interface NativeCounts {
+  reads: number;
+  readBytes: number;
+  readErrors: number;
+  writes: number;
+  writeBytes: number;
+  writeErrors: number;
 }
 
 class OpCounter {
@@ -100,6 +115,8 @@ export class MountCounters {
   private bytesWritten = 0;
   private reads = 0;
   private writes = 0;
+  /** The C hot path's counts, read at each snapshot (set by the mount). */
+  native: (() => NativeCounts | undefined) | undefined = undefined;
 
   /** One answered operation: its kind, how long the handler took, and its errno (0: success). */
   record(op: string, ms: number, errno: number): void {
@@ -130,14 +147,16 @@ export class MountCounters {
       ops[op] = c.stats();
       total.merge(c);
     }
+    const n = this.native?.() ?? { reads: 0, readBytes: 0, readErrors: 0, writes: 0, writeBytes: 0, writeErrors: 0 };
     return {
       since: this.since.toISOString(),
       ops,
       total: total.stats(),
-      bytesRead: this.bytesRead,
-      bytesWritten: this.bytesWritten,
-      reads: this.reads,
-      writes: this.writes,
+      bytesRead: this.bytesRead + n.readBytes,
+      bytesWritten: this.bytesWritten + n.writeBytes,
+      reads: this.reads + n.reads,
+      writes: this.writes + n.writes,
+      native: { reads: n.reads, writes: n.writes, readErrors: n.readErrors, writeErrors: n.writeErrors },
     };
   }
 }

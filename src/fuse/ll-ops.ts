@@ -33,6 +33,7 @@
 import { constants } from 'node:fs';
 import { fail } from '../errors.js';
 import type { Attr, Caller, EntryAttr, Filesystem, Ino, StatFs } from '../fs/index.js';
+import type { KernelBlockMap } from './blockmap.js';
 import type { MountCounters } from './counters.js';
 import type { IdMap } from './idmap.js';
 import type { LlAttr, LlEntry, LlOpen, LlSetAttr, LlStatfs, LowLevelHandlers, RequestCaller } from './lowlevel.js';
@@ -46,6 +47,8 @@ export interface LlOpsConfig {
   keepCache: boolean;
   /** The session runs with the writeback cache (see the top comment: open flags). */
   writebackCache: boolean;
+  /** The C hot path's block map: filled after a read or write it could not answer (blockmap.ts). */
+  blockMap?: KernelBlockMap;
 }
 
 const O_ACCMODE = 0o3;
@@ -56,7 +59,7 @@ const DIRENTPLUS_BYTES = 168;
 
 /** The low-level handlers of one mounted Filesystem. */
 export function makeLowLevelOps(fs: Filesystem, cfg: LlOpsConfig) {
-  const { uids, gids, counters } = cfg;
+  const { uids, gids, counters, blockMap } = cfg;
 
   const attr = (a: Attr): LlAttr => ({
     ino: a.ino,
@@ -109,7 +112,10 @@ export function makeLowLevelOps(fs: Filesystem, cfg: LlOpsConfig) {
   return {
     // ---------------------------------------------------------------- inodes the kernel holds
     lookup: (parent, name) => entry(fs.lookup(parent, name)),
-    forget: (ino, n) => fs.forget(ino, n),
+    forget: (ino, n) => {
+      blockMap?.drop(ino);
+      fs.forget(ino, n);
+    },
 
     // ---------------------------------------------------------------- attributes
     // By inode: works after the last name is gone, while the kernel holds it (fh or not).
@@ -157,17 +163,22 @@ export function makeLowLevelOps(fs: Filesystem, cfg: LlOpsConfig) {
       return { entry: entry(e), open: opened(fh) };
     },
     open: (ino, flags) => opened(fs.openIno(ino, openFlags(flags))),
-    read: (_ino, size, offset, fh) => {
+    read: (ino, size, offset, fh, miss) => {
       const data = fs.read(fh, offset, size);
       counters?.read(data.length);
+      if (miss) blockMap?.fill(ino, offset, size);
       return data;
     },
-    write: (_ino, data, offset, fh) => {
+    write: (ino, data, offset, fh, _writepage, miss) => {
       const n = fs.write(fh, offset, data);
       counters?.wrote(n);
+      if (miss) blockMap?.fill(ino, offset, data.byteLength);
       return n;
     },
-    fsync: (_ino, datasync, fh) => fs.fsync(fh, datasync),
+    fsync: (_ino, datasync, fh) => {
+      blockMap?.noteWrites();
+      fs.fsync(fh, datasync);
+    },
     release: (_ino, fh) => fs.release(fh),
 
     // ---------------------------------------------------------------- xattrs

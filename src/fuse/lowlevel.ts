@@ -210,9 +210,10 @@ export interface LowLevelHandlers {
   link?: (ino: Ino, newParent: Ino, newName: ByteString) => Reply<LlEntry>;
   /** flags: the open(2) flags (O_TRUNC only with atomicOTrunc; the kernel truncates first otherwise). */
   open?: (ino: Ino, flags: number) => Reply<LlOpen>;
-  read?: (ino: Ino, sizeBytes: number, offsetBytes: number, fh: Fh) => Reply<LlData>;
-  /** Answers the bytes written. `data` is valid until the reply. */
-  write?: (ino: Ino, data: Buffer, offsetBytes: number, fh: Fh, writepage: boolean) => Reply<number>;
+  /** `miss`: the C block map (LowLevelSession.blockMap*) lacks these blocks: fill it after answering. */
+  read?: (ino: Ino, sizeBytes: number, offsetBytes: number, fh: Fh, miss: boolean) => Reply<LlData>;
+  /** Answers the bytes written. `data` is valid until the reply. `miss` as for read. */
+  write?: (ino: Ino, data: Buffer, offsetBytes: number, fh: Fh, writepage: boolean, miss: boolean) => Reply<number>;
   flush?: (ino: Ino, fh: Fh) => Reply<void>;
   release?: (ino: Ino, fh: Fh, flags: number) => Reply<void>;
   fsync?: (ino: Ino, datasync: boolean, fh: Fh) => Reply<void>;
@@ -307,6 +308,23 @@ export interface SessionStats {
   nocapHits: number;
 }
 
+/** Counters of the C hot path (fuse-lowlevel-blockmap.c): requests it answered, bytes, errors, map fills and drops, quiesce calls that waited, bytes of map held. */
+export interface BlockMapStats {
+  reads: number;
+  readBytes: number;
+  readErrors: number;
+  writes: number;
+  writeBytes: number;
+  writeErrors: number;
+  fills: number;
+  drops: number;
+  quiesceWaits: number;
+  bytesHeld: number;
+}
+
+/** Entries of a block map fill: one chunk of at most this many blocks, starting at a multiple of it. */
+export const BLOCK_MAP_CHUNK = 256;
+
 // ------------------------------------------------------------------ the binding (lowlevel.js), typed
 
 type ReqId = number & { readonly __brand: 'FuseReq' };
@@ -352,6 +370,11 @@ interface RawSession {
   notifyDelete(parent: number, child: number, name: ByteString, cb: RawCb): void;
   stats(): SessionStats;
   noSecurityCapability(ino?: number, none?: boolean): void;
+  blockMapConfigure(fd: number, blockShift: number, writes: boolean): boolean;
+  blockMapFill(ino: number, size: number, firstBlock: number, entries: Float64Array, count?: number): boolean;
+  blockMapDrop(ino?: number): boolean;
+  blockMapQuiesce(): boolean;
+  blockMapStats(): BlockMapStats;
   on(event: 'unmounted', listener: (code: number) => void): void;
 }
 
@@ -489,6 +512,33 @@ export class LowLevelSession {
   /** The binding's counters (requests, batches, ...). */
   stats(): SessionStats {
     return this.session.stats();
+  }
+
+  // ---- the C hot path: READ of mapped blocks and WRITE into own blocks answered in the
+  // libfuse workers from a block map (fuse-lowlevel-blockmap.c; fuse/blockmap.ts fills it)
+
+  /** Serve from the pool's data file `fd` (blocks of 2^blockShift bytes); in-place writes into own blocks too when `writes`. */
+  blockMapConfigure(fd: number, blockShift: number, writes: boolean): void {
+    this.session.blockMapConfigure(fd, blockShift, writes);
+  }
+
+  /** Blocks [firstBlock, firstBlock + entries.length) of `ino` (one chunk, BLOCK_MAP_CHUNK), and its size. */
+  blockMapFill(ino: Ino, sizeBytes: number, firstBlock: number, entries: Float64Array): void {
+    this.session.blockMapFill(ino, sizeBytes, firstBlock, entries, entries.length);
+  }
+
+  /** Forget `ino`'s blocks; no ino: everything. */
+  blockMapDrop(ino?: Ino): void {
+    this.session.blockMapDrop(ino);
+  }
+
+  /** Returns once every read and write the C side started before the call has finished (a short wait: one pread or pwrite). */
+  blockMapQuiesce(): void {
+    this.session.blockMapQuiesce();
+  }
+
+  blockMapStats(): BlockMapStats {
+    return this.session.blockMapStats();
   }
 }
 
@@ -683,12 +733,13 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions, capabilities: (ino: n
   }
   if (h.read) {
     const f = h.read;
-    t.read = (req: ReqId, ino: Ino, size: number, offset: number, fh: Fh) => run('read', req, ino, undefined, () => f(ino, size, offset, fh), sendData(req));
+    t.read = (req: ReqId, ino: Ino, size: number, offset: number, fh: Fh, _flags: number, miss: boolean) =>
+      run('read', req, ino, undefined, () => f(ino, size, offset, fh, miss), sendData(req));
   }
   if (h.write) {
     const f = h.write;
-    t.write = (req: ReqId, ino: Ino, data: Buffer, offset: number, fh: Fh, _flags: number, writepage: boolean) =>
-      run('write', req, ino, undefined, () => f(ino, data, offset, fh, writepage), (n) => void reply.write(req, n));
+    t.write = (req: ReqId, ino: Ino, data: Buffer, offset: number, fh: Fh, _flags: number, writepage: boolean, miss: boolean) =>
+      run('write', req, ino, undefined, () => f(ino, data, offset, fh, writepage, miss), (n) => void reply.write(req, n));
   }
   if (h.flush) {
     const f = h.flush;

@@ -34,6 +34,7 @@ import type { MountCounters } from './counters.js';
 import { IdMap } from './idmap.js';
 import { busyReport, isBusy, type BusyReport } from './holders.js';
 import { lazyUnmount, probeMount, setReadahead, syncMount, thinfsMountAt, thinfsMountpoints, unmountNow } from './kernel.js';
+import { KernelBlockMap } from './blockmap.js';
 import { makeLowLevelOps } from './ll-ops.js';
 import { LowLevelSession } from './lowlevel.js';
 import { mountOptions, READAHEAD_KB } from './options.js';
@@ -74,8 +75,10 @@ export class FuseMount {
     /** What the user should be told (e.g. allow_other refused by fuse.conf). */
     readonly warnings: readonly string[],
     private readonly session: LowLevelSession,
+    private readonly blockMap: KernelBlockMap,
   ) {
     session.onUnmounted(() => {
+      blockMap.detach();
       if (this.unmounted || this.unmounting) return;
       this.unmounted = true;
       log.debug({ mount: this.name, mountpoint: this.mountpoint }, 'the low-level session ended');
@@ -96,12 +99,15 @@ export class FuseMount {
     const o = mountOptions({ name: spec.name, readOnly: spec.readOnly, nosuid: spec.nosuid === true });
     for (const w of o.warnings) log.warn({ mount: spec.name }, w);
     const counters = spec.counters;
+    // In-place writes in C need the writeback cache: the kernel then keeps size and mtime (blockmap.ts).
+    const blockMap = new KernelBlockMap(spec.fs, !spec.readOnly && o.options.writebackCache === true);
     const handlers = makeLowLevelOps(spec.fs, {
       uids: spec.uids ?? new IdMap(),
       gids: spec.gids ?? new IdMap(),
       counters,
       keepCache: o.keepCache,
       writebackCache: o.options.writebackCache,
+      blockMap,
     });
     const onAnswer = counters === undefined ? undefined : (op: string, ms: number, errno: number) => counters.record(op, ms, errno);
     const session = await withTimeout(LowLevelSession.mount(spec.mountpoint, handlers, { ...o.options, onAnswer }), spec.mountpoint).catch(
@@ -111,9 +117,11 @@ export class FuseMount {
         throw mountError(err as Error, spec.mountpoint);
       },
     );
+    blockMap.attach(session);
+    if (counters !== undefined) counters.native = () => blockMap.stats();
     const readahead = (await setReadahead(spec.mountpoint, READAHEAD_KB)) ? READAHEAD_KB : undefined;
     log.info({ mount: spec.name, mountpoint: spec.mountpoint, readOnly: spec.readOnly, options: o.options.mountOptions, readaheadKb: readahead }, 'mounted');
-    return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, o.allowOther, o.setuid, o.warnings, session);
+    return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, o.allowOther, o.setuid, o.warnings, session, blockMap);
   }
 
   /**
@@ -134,6 +142,7 @@ export class FuseMount {
     }
     this.unmounted = true;
     await this.sessionEnd();
+    this.blockMap.detach();
     log.info({ mount: this.name, mountpoint: this.mountpoint }, 'unmounted');
     return undefined;
   }
@@ -146,6 +155,9 @@ export class FuseMount {
   async detach(): Promise<void> {
     if (this.unmounted) return;
     this.unmounted = true;
+    // Processes inside may go on using the detached view: from now on through JS only, which
+    // answers from the filesystem or, once the owner has closed it, with an error.
+    this.blockMap.detach();
     await this.session.unmount().catch((err: unknown) => log.debug({ mount: this.name, err }, 'the lazy detach reported an error'));
     if (thinfsMountAt(this.mountpoint) !== undefined) await lazyUnmount(this.mountpoint);
     log.info({ mount: this.name, mountpoint: this.mountpoint }, 'detached lazily');

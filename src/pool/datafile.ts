@@ -51,6 +51,11 @@ export class DataFile {
     private readonly faults: IoFaults | undefined,
   ) {}
 
+  /** The open descriptor (read-write), for a reader or writer outside JS (the FUSE C hot path): never close it. */
+  get descriptor(): number {
+    return this.fd;
+  }
+
   /** Blocks the file holds now (its size, in whole blocks). */
   sizeBlocks(): number {
     return Math.floor(fs.fstatSync(this.fd).size / this.blockSizeBytes);

@@ -24,6 +24,7 @@
  * covers both; addHooks lets them flush before commit and drop caches on abort.
  */
 export { Pool, ThinDevice, DEFAULTS, KiB, MiB, GiB } from './pool.js';
+export { BLOCK_MAP_INLINE, BLOCK_MAP_ZERO } from './thin.js';
 export type { Chain, FoundBlock, TransactionHooks } from './pool.js';
 export { migrate, isSqliteCorruption, translateSqliteError } from './metadata.js';
 export type { IoFaults, IoOp } from './datafile.js';

@@ -142,6 +142,14 @@ export interface TransactionHooks {
   onAbort?: () => void;
   /** Called before the metadata COMMIT, inside the transaction: flush cached state. */
   beforeCommit?: () => void;
+  /**
+   * Called before blocks freed by a commit (or allocated by an aborted transaction) are
+   * punched and may be handed out again: a reader of mappings outside JS (the FUSE C hot
+   * path) lets the reads and writes it started on old mappings finish.
+   */
+  beforeReuse?: () => void;
+  /** Called when a layer is frozen or a device moves to another layer (a snapshot): own blocks may now be shared. */
+  onLayout?: () => void;
 }
 
 function nowNs(): bigint {
@@ -186,6 +194,8 @@ export class Pool implements BlockPool {
   /** Bytes of metadata writes may still add before the host's free space is looked at again (reserveMetadataBytes). */
   private metadataBudget = 0;
   private hooks: TransactionHooks[] = [];
+  /** noteExternalWrites() since the last fdatasync of the data file. */
+  private externalWrites = false;
   private lockFd = -1;
   private readonly st;
 
@@ -208,6 +218,7 @@ export class Pool implements BlockPool {
     this.data = new DataFile(this.dataFile, fd, this.blockSizeBytes, faults);
     this.space = new SpaceMap(this.db, this.data, sb.min_free_pct as number, autoextend);
     this.tree = new SnapshotTree(this.db, this.blockSizeBytes);
+    this.tree.onLayout = () => this.callHooks('onLayout');
     this.io = new BlockIo(this.db, this, this.tree, this.data);
     this.st = {
       savepoint: this.db.prepare('SAVEPOINT thinfs_op'),
@@ -479,7 +490,10 @@ export class Pool implements BlockPool {
   commit(): void {
     if (this.opDepth > 0) throw new Error('Pool.commit() inside an operation');
     if (this.failure !== undefined) throw this.failError('commit');
-    if (!this.inTx) return;
+    if (!this.inTx) {
+      if (this.externalWrites) this.syncExternalWrites();
+      return;
+    }
     let freed: PBlock[];
     try {
       if (!this.db.inTransaction) throw fail('EIO', 'commit', this.metadataFile, 'the open transaction was rolled back by SQLite');
@@ -488,6 +502,7 @@ export class Pool implements BlockPool {
       this.tree.flush();
       this.st.setTransactionId.run(this.transactionId + 1);
       freed = this.space.freedInTx(this.transactionId);
+      this.externalWrites = false;
       this.data.fdatasync();
       this.db.exec('COMMIT');
     } catch (err) {
@@ -496,7 +511,42 @@ export class Pool implements BlockPool {
     this.inTx = false;
     this.transactionId += 1;
     this.space.committed();
+    if (freed.length > 0) this.callHooks('beforeReuse');
     this.data.punchBlocks(freed);
+  }
+
+  /**
+   * Bytes were written into own blocks in place from outside JS (the FUSE C hot path,
+   * through dataFileDescriptor): the next commit() fdatasyncs the data file even when no
+   * metadata changed, so an fsync covers them.
+   */
+  noteExternalWrites(): void {
+    this.externalWrites = true;
+  }
+
+  /** The data file's descriptor, for the FUSE C hot path (reads, and writes in place into own blocks). Never close it. */
+  dataFileDescriptor(): number {
+    return this.data.descriptor;
+  }
+
+  /** commit() with no open transaction after external writes: only the data needs to reach the disk. A failure is a failed commit. */
+  private syncExternalWrites(): void {
+    try {
+      this.externalWrites = false;
+      this.data.fdatasync();
+    } catch (err) {
+      throw this.enterFailMode(err);
+    }
+  }
+
+  private callHooks(name: 'onLayout' | 'beforeReuse'): void {
+    for (const h of this.hooks) {
+      try {
+        h[name]?.();
+      } catch (err) {
+        log.error({ err, hook: name }, 'a transaction hook failed');
+      }
+    }
   }
 
   /**
@@ -520,6 +570,7 @@ export class Pool implements BlockPool {
     this.space.allocatedInTx = new Set();
     this.reload();
     // Blocks this transaction allocated hold data nobody maps now: give them back.
+    if (stray.length > 0) this.callHooks('beforeReuse');
     if (this.failure === undefined) this.data.punchBlocks(stray);
   }
 

@@ -211,8 +211,16 @@ export class SnapshotTree {
     return layer;
   }
 
+  /**
+   * Called when a layer is frozen or a device moves to another layer: blocks a device owned
+   * (written in place) may now be a snapshot's. Whoever caches mappings outside the pool
+   * (the FUSE C hot path) must drop them and let in-flight I/O finish (pool.ts wires it).
+   */
+  onLayout: (() => void) | undefined = undefined;
+
   freezeLayer(l: Layer): void {
     if (l.frozen) return;
+    this.onLayout?.();
     l.frozen = true;
     this.st.freezeLayer.run(l.id);
   }
@@ -228,6 +236,7 @@ export class SnapshotTree {
 
   /** Point device `dev` at layer `layerId` (the origin of a snapshot moves up). */
   moveDevice(dev: DeviceRow, layerId: LayerId): void {
+    this.onLayout?.();
     dev.layerId = layerId;
     this.st.setDeviceLayer.run(layerId, dev.id);
     this.chains.delete(dev.id);

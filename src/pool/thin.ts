@@ -99,6 +99,16 @@ import type { Chain, DeviceRow, Layer, SnapshotTree } from './snapshots.js';
 import type { SpaceMap } from './spacemap.js';
 import type { DevId, DeviceInfo, FBlock, FileKey, LayerId, PBlock } from './types.js';
 
+/**
+ * blockMap entries (what the FUSE C hot path serves from, native-deps/fuse-native/
+ * fuse-lowlevel-blockmap.c): pool block * 2 + 1 when the device's own layer maps it and
+ * it may be written in place, pool block * 2 for a block of a lower layer (or of a view
+ * that takes no writes), BLOCK_MAP_ZERO for a block nothing maps (reads as zeros),
+ * BLOCK_MAP_INLINE for an inline block (its bytes are in the metadata: JS serves it).
+ */
+export const BLOCK_MAP_ZERO = -1;
+export const BLOCK_MAP_INLINE = -2;
+
 /** Where a block was found by findBlock: exactly one of pblock and data is set (see the top of the file). */
 export interface FoundBlock {
   /** The pool block holding the bytes, or null for an inline block. */
@@ -551,6 +561,19 @@ export class BlockIo {
     return a;
   }
 
+  /** See ThinDevice.blockMap. */
+  blockMap(dev: DevId, key: FileKey, fb0: FBlock, count: number, writable: boolean): Float64Array {
+    const out = new Float64Array(count).fill(BLOCK_MAP_ZERO);
+    if (count === 0) return out;
+    for (const [fb, r] of this.resolve(this.tree.chainOf(dev), key, fb0, fb0 + count, false)) {
+      const own = r.own !== undefined;
+      const row = own ? r.own : r.lower;
+      if (isInline(row)) out[fb - fb0] = BLOCK_MAP_INLINE;
+      else if (typeof row === 'number') out[fb - fb0] = row * 2 + (own && writable ? 1 : 0);
+    }
+    return out;
+  }
+
   /**
    * Rows of (key, [fb0, fb1)) through the chain: per file block, own and nearest lower
    * row. With `withData` the inline rows that decide a block (the own one, else the
@@ -627,6 +650,25 @@ export class ThinDevice {
   /** Where file block `fblock` of `key` lives, or undefined when nothing maps it. */
   findBlock(key: FileKey, fblock: FBlock): FoundBlock | undefined {
     return this.io.find(this.id, key, fblock);
+  }
+
+  /**
+   * Where blocks [fb0, fb0 + count) of `key` are, one entry per block (BLOCK_MAP_* above):
+   * a snapshot of the mappings as they are now, for a reader outside JS that must be told
+   * when they change (the filesystem drops its copy before any change, fs/data.ts).
+   * `writable`: the caller may write in place into own pool blocks (its view takes writes);
+   * false marks every block as not own. Own blocks are marked only while the pool takes writes.
+   */
+  blockMap(key: FileKey, fb0: FBlock, count: number, writable: boolean): Float64Array {
+    let canWrite = writable;
+    if (canWrite) {
+      try {
+        this.pool.requireWritableDevice(this.id, 'block map');
+      } catch {
+        canWrite = false;
+      }
+    }
+    return this.io.blockMap(this.id, key, fb0, count, canWrite);
   }
 
   /** Fill `buf` from `offsetBytes` of `key`; holes read as zeros. Throws EIO when the data file can't be read. */
