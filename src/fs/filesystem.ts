@@ -259,6 +259,12 @@ export class Filesystem {
     return { sizeBytes: inode.size, entries: this.data.blockMap(inode, firstBlock, count, writable) };
   }
 
+  /** The size of inode `ino` now (0 for an unknown one): cheap, for the C hot path's fill policy. */
+  fileSize(ino: Ino): number {
+    this.sync();
+    return this.inodes.find(ino)?.size ?? 0;
+  }
+
   /** The pool's data file descriptor and block size, for the C hot path (never close it). */
   dataFile(): { fd: number; blockSizeBytes: number } {
     return { fd: this.pool.dataFileDescriptor(), blockSizeBytes: this.dev.blockSizeBytes };
