@@ -1,26 +1,26 @@
 'use strict';
 // npm postinstall: the native side of thinfs, reproducible from a fresh clone.
 //
+// thinfs has one FUSE transport: fuse-native's libfuse3 low-level mode, which thinfs
+// adds to fuse-native. fuse-native's own libfuse2 high-level half is not built.
+//
 // 1. Applies native-deps/fuse-native.patch to node_modules/fuse-native (2.2.6),
-//    once: a file that already carries the patch is left alone. The patch gives
-//    JS handlers the calling process's uid/gid/pid/umask (fuse-native never
-//    passes fuse_get_context()), the raw utimens times (fuse-native drops mtime
-//    and nanoseconds), a pass-through for extra libfuse2 options, and links the
-//    system libfuse.so.2 (Debian's libfuse2) instead of the bundled copy, and
-//    adds a libfuse3 low-level mode (Fuse.LowLevel). The reasons are written at
-//    the top of the patch file.
+//    once: a file that already carries the patch is left alone, and a file an
+//    older patch changed but this one no longer names is put back as it came.
+//    The patch makes binding.gyp build only the low-level binary, linked against
+//    the system libfuse3 (pkg-config fuse3), and makes fuse-native's libfuse2
+//    class (index.js) refuse to load. The reasons are written at the top of the
+//    patch file.
 // 2. Copies the low-level mode's sources, whole files kept in
 //    native-deps/fuse-native/ (fuse-lowlevel*.{c,h}, lowlevel.js), into fuse-native.
-// 3. Rebuilds fuse-native from source with node-gyp: build/Release/fuse.node
-//    (libfuse2) and build/Release/fuse_lowlevel.node (libfuse3).
-//    node-gyp-build prefers build/Release/fuse.node over prebuilds/, so the
-//    unpatched prebuild is never picked while the rebuilt binary exists; step 5
-//    checks that.
+// 3. Rebuilds fuse-native from source with node-gyp: build/Release/fuse_lowlevel.node,
+//    the only binary there (the prebuilds/ fuse-native ships are never loaded:
+//    lowlevel.js requires its binary by path, not through node-gyp-build).
 // 4. Builds the small N-API addon in native-deps/native/ (fallocate punch hole)
 //    into native-deps/build/thinfs_native.node.
-// 5. Loads the three binaries and checks they are the patched ones, that
-//    fuse-native resolved libfuse.so.2 and the low-level mode libfuse3.so.3
-//    from the system, and that the low-level mode has all its replies.
+// 5. Loads both binaries and checks they are the thinfs ones: the low-level mode
+//    has all its replies and resolved libfuse3.so.3 from the system, fuse-native's
+//    libfuse2 class refuses to load, and no libfuse.so.2 is mapped at all.
 //
 // Builds are skipped when a stamp (hash of patch/sources + Node version)
 // matches, so repeated `npm install` stays quick. Output: one line, or the
@@ -40,11 +40,10 @@ const BUILD_DIR = path.join(__dirname, 'build');
 const ADDON_STAGE = path.join(BUILD_DIR, 'addon');
 const ADDON_OUT = path.join(BUILD_DIR, 'thinfs_native.node');
 const FUSE_NATIVE_VERSION = '2.2.6';
-/**
- * The low-level mode's binary, inside fuse-native. node-gyp-build loads the first .node
- * of build/Release in name order, fuse.node ('.' sorts before '_'); verify() checks it.
- */
+/** The low-level mode's binary, inside fuse-native: the one .node built there. */
 const LOWLEVEL_NODE = 'build/Release/fuse_lowlevel.node';
+/** What fuse-native's patched index.js (its libfuse2 class) throws when required. */
+const LIBFUSE2_REFUSAL = "fuse-native's libfuse2 mode is not built in thinfs";
 /** What the low-level binding must export (fuse-lowlevel.c, fuse-lowlevel-replies.c). */
 const LOWLEVEL_EXPORTS = [
   'mount', 'unmount', 'notify', 'stats', 'nocap', 'reply_err', 'reply_entry', 'reply_create', 'reply_attr',
@@ -130,12 +129,19 @@ function applyHunks(text, hunks, reverse) {
 /**
  * Patches fuse-native in place; returns true if any file changed. The pristine
  * file is kept beside it (<file>.thinfs-orig), so a newer patch re-applies cleanly
- * over an older one.
+ * over an older one, and a file an older patch changed that this one leaves alone
+ * (fuse-native.c, once patched for the libfuse2 mode) is restored from it.
  */
 function applyFuseNativePatch(fuseDir) {
   const files = parsePatch(fs.readFileSync(PATCH_FILE, 'utf8'));
   if (files.length === 0) throw new BuildError(`${PATCH_FILE} holds no diff`);
   const pending = [];
+  const named = new Set(files.map((f) => path.join(fuseDir, f.file)));
+  for (const f of fs.readdirSync(fuseDir)) {
+    if (!f.endsWith('.thinfs-orig')) continue;
+    const target = path.join(fuseDir, f.slice(0, -'.thinfs-orig'.length));
+    if (!named.has(target)) pending.push([target, fs.readFileSync(path.join(fuseDir, f), 'utf8'), path.join(fuseDir, f)]);
+  }
   for (const { file, hunks } of files) {
     const target = path.join(fuseDir, file);
     const backup = `${target}.thinfs-orig`;
@@ -155,7 +161,10 @@ function applyFuseNativePatch(fuseDir) {
     }
     pending.push([target, patched]);
   }
-  for (const [target, patched] of pending) fs.writeFileSync(target, patched);
+  for (const [target, text, restoredFrom] of pending) {
+    fs.writeFileSync(target, text);
+    if (restoredFrom) fs.rmSync(restoredFrom);
+  }
   return pending.length > 0;
 }
 
@@ -244,10 +253,10 @@ function buildFuseNative() {
   }
   const patched = applyFuseNativePatch(fuseDir);
   const copied = copyAddedFiles(fuseDir);
-  const output = path.join(fuseDir, 'build/Release/fuse.node');
+  const output = path.join(fuseDir, LOWLEVEL_NODE);
   const stampFile = path.join(fuseDir, 'build/thinfs.stamp');
   const want = hash(fs.readFileSync(PATCH_FILE), addedFilesHash(), process.version);
-  if (patched || copied || !stampMatches(stampFile, want, output) || !fs.existsSync(path.join(fuseDir, LOWLEVEL_NODE))) {
+  if (patched || copied || !stampMatches(stampFile, want, output)) {
     nodeGypRebuild(fuseDir, 'fuse-native');
     fs.writeFileSync(stampFile, want);
   }
@@ -267,34 +276,36 @@ function buildAddon() {
   fs.writeFileSync(stampFile, want);
 }
 
-/** Loads what was built; returns the libfuse files fuse-native runs with (libfuse2, libfuse3). */
+/** Loads what was built; returns the libfuse the low-level mode runs with. */
 function verify(fuseDir) {
-  const nodeGypBuild = require(require.resolve('node-gyp-build', { paths: [fuseDir] }));
-  const resolved = nodeGypBuild.resolve(fuseDir);
-  if (path.resolve(resolved) !== path.join(fuseDir, 'build/Release/fuse.node')) {
-    throw new BuildError(`fuse-native would load ${resolved}, not the rebuilt build/Release/fuse.node`);
-  }
-  const binding = require(resolved);
-  if (typeof binding.fuse_native_get_context !== 'function') {
-    throw new BuildError(`${resolved} lacks the thinfs patch; delete node_modules/fuse-native/build and rerun`);
+  const built = fs.readdirSync(path.join(fuseDir, 'build/Release')).filter((f) => f.endsWith('.node'));
+  if (built.join() !== path.basename(LOWLEVEL_NODE)) {
+    throw new BuildError(`fuse-native's build/Release holds ${built.join(', ') || 'nothing'}, not only ${path.basename(LOWLEVEL_NODE)}; delete node_modules/fuse-native/build and rerun`);
   }
   const addon = require(ADDON_OUT);
   if (typeof addon.punchHole !== 'function') throw new BuildError(`${ADDON_OUT} does not export punchHole`);
   const lowlevel = require(path.join(fuseDir, 'lowlevel.js'));
   const missing = LOWLEVEL_EXPORTS.filter((f) => typeof lowlevel.binding[f] !== 'function');
-  if (missing.length > 0 || typeof lowlevel.FuseLowLevel !== 'function' || require(fuseDir).LowLevel !== lowlevel.FuseLowLevel) {
-    throw new BuildError(`${path.join(fuseDir, LOWLEVEL_NODE)} lacks the low-level mode (${missing.join(', ') || 'Fuse.LowLevel'}); delete node_modules/fuse-native/build and rerun`);
+  if (missing.length > 0 || typeof lowlevel.FuseLowLevel !== 'function') {
+    throw new BuildError(`${path.join(fuseDir, LOWLEVEL_NODE)} lacks the low-level mode (${missing.join(', ') || 'FuseLowLevel'}); delete node_modules/fuse-native/build and rerun`);
+  }
+  let refusal;
+  try {
+    require(fuseDir);
+  } catch (err) {
+    refusal = String(err && err.message);
+  }
+  if (!refusal || !refusal.includes(LIBFUSE2_REFUSAL)) {
+    throw new BuildError(`${path.join(fuseDir, 'index.js')} (fuse-native's libfuse2 class) lacks the thinfs patch: ${refusal || 'it loaded'}`);
   }
   const maps = fs.readFileSync('/proc/self/maps', 'utf8').split('\n').map((l) => l.split(/\s+/)[5]);
   const lib2 = maps.find((p) => p && /\/libfuse\.so\.2/.test(p));
-  if (!lib2 || lib2.includes('node_modules')) {
-    throw new BuildError(`fuse-native loaded ${lib2 || 'no libfuse.so.2'}; expected the system libfuse2`);
-  }
+  if (lib2) throw new BuildError(`${lib2} is loaded; nothing thinfs builds may link libfuse2`);
   const lib3 = maps.find((p) => p && /\/libfuse3\.so\.3/.test(p));
   if (!lib3 || lib3.includes('node_modules')) {
     throw new BuildError(`fuse-native's low-level mode loaded ${lib3 || 'no libfuse3.so.3'}; expected the system libfuse3`);
   }
-  return `${lib2}, ${lib3} ${lowlevel.FuseLowLevel.FUSE_VERSION}`;
+  return `${lib3} ${lowlevel.FuseLowLevel.FUSE_VERSION}`;
 }
 
 function main() {
@@ -302,7 +313,7 @@ function main() {
     const fuseDir = buildFuseNative();
     buildAddon();
     const lib = verify(fuseDir);
-    console.log(`thinfs: fuse-native ${FUSE_NATIVE_VERSION} patched with the low-level mode (${path.relative(ROOT, fuseDir)}, ${lib}); native helpers built`);
+    console.log(`thinfs: fuse-native ${FUSE_NATIVE_VERSION} patched: its libfuse3 low-level mode only (${path.relative(ROOT, fuseDir)}, ${lib}); native helpers built`);
     return 0;
   } catch (err) {
     console.error(`thinfs: ${err instanceof BuildError ? err.message : err.stack}`);

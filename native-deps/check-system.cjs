@@ -1,22 +1,17 @@
 'use strict';
 // npm preinstall: make sure every system package the main job and the tests use is here.
 //
-// fuse-native is rebuilt (native-deps/build.cjs) against Debian's libfuse2
-// (/lib/<triplet>/libfuse.so.2). libfuse2 mounts directly when run as root and
-// otherwise execs the setuid-root helper `fusermount` (first /bin/fusermount,
-// then $PATH). On Debian 12 that name comes from the fuse3 package, which ships
-// /bin/fusermount3 (setuid root) plus a compat symlink /bin/fusermount ->
-// fusermount3; fusermount3 speaks the same mount protocol libfuse2 uses.
-// fuse-native's own unmount also runs `fusermount -uz`, even as root.
-//
-// fuse-native's low-level mode (native-deps/fuse-native/fuse-lowlevel.c) is
-// built against Debian's libfuse3: headers from libfuse3-dev (/usr/include/fuse3),
-// flags from pkg-config (fuse3.pc), libfuse3.so.3 at run time from libfuse3-3;
-// non-root mounts run fusermount3 (fuse3).
+// thinfs has one FUSE transport, fuse-native's libfuse3 low-level mode
+// (native-deps/fuse-native/fuse-lowlevel.c; fuse-native's libfuse2 half is not
+// built, so libfuse2 is not needed). It is built (native-deps/build.cjs) against
+// Debian's libfuse3: headers from libfuse3-dev (/usr/include/fuse3), flags from
+// pkg-config (fuse3.pc), libfuse3.so.3 at run time from libfuse3-3. libfuse3
+// mounts directly when run as root and otherwise execs the setuid-root helper
+// fusermount3, from the fuse3 package, which also ships the compat symlink
+// /bin/fusermount -> fusermount3 that thinfs's unmount (src/fuse/kernel.ts) runs.
 //
 // As root, anything missing is installed with apt-get; otherwise one line
-// names the command to run and the install stops. The libfuse2 headers come
-// from the fuse-shared-library-linux npm package, so no libfuse-dev is needed.
+// names the command to run and the install stops.
 // A /dev/fuse of mode 0600 is left alone (udev normally makes it 0666; the
 // mount tests fix it when they run as root).
 
@@ -32,10 +27,6 @@ function findLib(file) {
   if (triplet) dirs.push(`/lib/${triplet}`, `/usr/lib/${triplet}`);
   dirs.push('/lib64', '/usr/lib64', '/lib', '/usr/lib');
   return dirs.map((d) => path.join(d, file)).find((p) => fs.existsSync(p));
-}
-
-function findLibfuse2() {
-  return findLib('libfuse.so.2');
 }
 
 function onPath(name) {
@@ -68,9 +59,8 @@ const WANTED = [
   { pkg: 'python3', present: () => onPath('python3') },
   { pkg: 'pkg-config', present: () => onPath('pkg-config') },
   { pkg: 'libfuse3-dev', present: () => fs.existsSync('/usr/include/fuse3/fuse_lowlevel.h') },
-  // runtime: libfuse2 (fuse-native links libfuse.so.2), libfuse3-3 (its low-level
-  // mode links libfuse3.so.3), fuse3 (setuid fusermount / fusermount3)
-  { pkg: 'libfuse2', present: () => findLibfuse2() },
+  // runtime: libfuse3-3 (fuse-native's low-level mode links libfuse3.so.3),
+  // fuse3 (setuid fusermount3, and the fusermount symlink to it)
   { pkg: 'libfuse3-3', present: () => findLib('libfuse3.so.3') },
   { pkg: 'fuse3', present: () => { const f = onPath('fusermount'); return f && isSetuidRoot(f); } },
   // npm start: the busybox image is built from busybox-static; `run` needs unshare/setpriv
@@ -114,7 +104,7 @@ function aptInstall(pkgs) {
 
 function main() {
   if (process.platform !== 'linux') {
-    console.error('thinfs: needs Linux (FUSE through libfuse2); this is ' + process.platform);
+    console.error('thinfs: needs Linux (FUSE through libfuse3); this is ' + process.platform);
     return 1;
   }
   const pkgs = missingPackages();

@@ -15,9 +15,10 @@
  * (Filesystem, DirEntry.name, Change.path, readlink, listxattr) is a byte string.
  *
  * Conversion happens only at the edges, with the helpers below:
- *  - FUSE: the patched fuse-native creates its path/name arguments with
- *    napi_create_string_latin1 and writes readdir/readlink/listxattr replies back with
- *    latin1 (native-deps/fuse-native.patch), so fuse/ passes strings through untouched;
+ *  - FUSE: fuse-native's low-level mode (native-deps/fuse-native/) creates its name
+ *    arguments with napi_create_string_latin1 and writes the names handed back
+ *    (readdir, readlink, notify) as latin1, and fuse/ builds listxattr's reply with
+ *    Buffer latin1, so fuse/ passes strings through untouched;
  *  - SQLite: names, targets and xattr names are BLOB columns holding the raw bytes
  *    (schema.ts, migration 2): `bytesOf` to bind, `byteString` to read;
  *  - node:fs (directory import): Buffer paths and `{ encoding: 'buffer' }` results;
