@@ -5,9 +5,9 @@
  * into node_modules/fuse-native and native-deps/fuse-native.patch adds them to
  * binding.gyp as the target fuse_lowlevel, linked against the system libfuse3). This
  * file: sessions (mount, the loop, notifier and unmount threads, teardown) and the
- * module; the other files are named in fuse-lowlevel.h. The libfuse2
- * high-level mode of fuse-native (fuse-native.c) is untouched by this file; the two are
- * separate .node files because libfuse2 and libfuse3 export the same symbol names.
+ * module; the other files are named in fuse-lowlevel.h. fuse-native's libfuse2
+ * high-level mode (fuse-native.c) is not built in thinfs: binding.gyp builds only this
+ * binary, fuse_lowlevel.node, which lowlevel.js loads by path.
  *
  * Requests are inode-based: the kernel's nodeid is whatever JS answers in an entry
  * reply (thinfs: its inode number), so all names of a file share one kernel inode and
