@@ -4,10 +4,12 @@
  * native-deps/fuse-native/fuse-lowlevel-blockmap.c). O_DIRECT reads bypass the page cache,
  * so every read reaches the daemon; `thinfs stats` shows how many the C side answered.
  *  - an image file read and own blocks overwritten in place: byte-exact, also after a remount;
- *  - a commit of the mounted container: later writes copy, the image keeps its bytes;
+ *  - a commit of the mounted container: later writes copy, the image keeps its bytes; it
+ *    takes what was written without fsync (the kernel's cached pages are written back first);
  *  - truncate, unlink, rewrite and commits (blocks freed and reused) mixed with cold reads,
  *    against a plain directory doing the same.
  */
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -109,6 +111,32 @@ describe.skipIf(skip !== undefined)('the C hot path', () => {
     expect(img.equals(Buffer.alloc(orig.length))).toBe(false);
     await pool.umount('c3');
     await pool.umount('c2');
+  });
+
+  it('a commit and an export of a mounted container take what was written without fsync (the kernel writes its cached pages back first)', async () => {
+    const r = await pool.cli('create', 'c5', 'img');
+    expect(r.code, r.stderr).toBe(0);
+    const mnt = await pool.mount('c5');
+    // Written, no fsync, the file still open in a process that neither closes nor forks
+    // (any close of the file, even of a copy inherited by a child at exec, writes the pages
+    // back): with the writeback cache the bytes are kernel pages the daemon has not seen.
+    const py = `import os, sys, time\nfd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)\nos.write(fd, b'written before the commit\\n' * 40)\nprint('ready', flush=True)\ntime.sleep(60)\n`;
+    const holder = spawn('python3', ['-c', py, `${mnt}/nosync`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.once('data', () => resolve());
+        holder.once('exit', () => reject(new Error('the holder shell ended early')));
+      });
+      const commit = await pool.cli('commit', 'c5', 'img5');
+      expect(commit.code, commit.stderr).toBe(0);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+    const tar = path.join(pool.dir, 'img5.tar');
+    const exp = await pool.cli('export', 'img5', tar);
+    expect(exp.code, exp.stderr).toBe(0);
+    expect(await shOk(`tar -xOf "${tar}" nosync`)).toBe('written before the commit\n'.repeat(40));
+    await pool.umount('c5');
   });
 
   it('truncate, unlink, rewrite and commits (blocks freed and reused) with cold reads: as a plain directory', async () => {

@@ -176,10 +176,13 @@ export function create(ctx: OpContext, raw: unknown): Promise<DeviceSummary> {
 }
 
 /** An image `name` of container `container` as it is now (mounted or not). */
-export function commit(ctx: OpContext, raw: unknown): Promise<DeviceSummary> {
+export async function commit(ctx: OpContext, raw: unknown): Promise<DeviceSummary> {
   const a = argsObject('commit', raw);
   const container = reqString('commit', a, 'container');
   const name = reqString('commit', a, 'name');
+  // What a mounted container wrote may still sit in the kernel's writeback cache: the
+  // image takes what was written before the commit (a write racing it lands in either).
+  await ctx.mounts?.flush(container);
   return withPool(ctx, 'write', (pool) => {
     const c = pool.findDevice(container);
     if (c === undefined) throw fail('ENOENT', 'commit', container, `no container named '${container}' (see \`thinfs ls\`)`);
@@ -258,12 +261,13 @@ export function rm(ctx: OpContext, raw: unknown): Promise<RmResult> {
 }
 
 /** Write device `name` (or, with `diff`, what it changes over its parent) to `file` (absolute) as an OCI layer tar. */
-export function exportOp(ctx: OpContext, raw: unknown): Promise<ExportResult> {
+export async function exportOp(ctx: OpContext, raw: unknown): Promise<ExportResult> {
   const a = argsObject('export', raw);
   const name = reqString('export', a, 'name');
   const file = reqString('export', a, 'file');
   const diff = optBool('export', a, 'diff');
   if (!path.isAbsolute(file)) throw fail('EINVAL', 'export', file, 'the output file must be an absolute path');
+  await ctx.mounts?.flush(name);
   return withPool(ctx, 'read', async (pool) => {
     const d = resolveImageName(pool, name);
     if (d === undefined) throw noSuchDevice('export', name);
@@ -345,6 +349,7 @@ export async function saveOp(ctx: OpContext, raw: unknown): Promise<SaveResult> 
   const name = reqString('save', a, 'name');
   const dest = reqString('save', a, 'dest');
   if (!path.isAbsolute(parseImageSpec(dest, 'save').path)) throw fail('EINVAL', 'save', dest, 'the destination path must be absolute');
+  await ctx.mounts?.flush(name);
   // 'write': it records the chain IDs of the layers it writes (layers/save.ts).
   return withPool(ctx, 'write', (pool) => saveImage(pool, { name, dest, tmpDir: path.join(ctx.root, 'tmp') }));
 }
