@@ -22,6 +22,10 @@
  *  - Every Filesystem call here is synchronous, so a write's data (libfuse's buffer, valid
  *    until the reply) is copied before the reply; read returns the bytes, copied by the
  *    binding as it replies.
+ *  - Most READs and in-place WRITEs never get here: the C hot path answers them in the
+ *    worker from the block map (blockmap.ts). What reaches read/write with `miss` is what
+ *    the map did not know; after answering, the map is filled (writes: only inside the
+ *    file). fsync first tells the filesystem of C writes, so its commit fdatasyncs them.
  *  - Names are bytes: byte strings in and out (fs/bytes.ts), untouched here.
  *  - No access handler: the kernel checks permissions (default_permissions), or, on a
  *    mount without allow_other, only the mounting user gets in and may do anything (as
