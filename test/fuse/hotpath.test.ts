@@ -64,6 +64,8 @@ describe.skipIf(skip !== undefined)('the C hot path', () => {
     // offsets through O_DIRECT (each write a WRITE request now), mirrored on the host.
     const plain = path.join(pool.dir, 'own.plain');
     await shOk(`head -c 4194304 /dev/urandom > "${plain}" && dd if="${plain}" of="${mnt}/own" bs=1M conv=fsync status=none`);
+    const mtimeBefore = fs.statSync(`${mnt}/own`).mtimeMs;
+    await new Promise((r) => setTimeout(r, 20));
     await shOk(
       `for i in $(seq 1 64); do off=$(( (RANDOM * 7 + i) % 1024 )); head -c 4096 /dev/urandom > "${pool.dir}/chunk";` +
         ` dd if="${pool.dir}/chunk" of="${plain}" bs=4k seek=$off conv=notrunc status=none;` +
@@ -75,9 +77,13 @@ describe.skipIf(skip !== undefined)('the C hot path', () => {
     await cmpDirect(plain, `${mnt}/own`);
     await cmpDirect(`${src}/big`, `${mnt}/big`);
 
+    // The kernel keeps mtime of in-place writes (writeback cache) and hands it over with SETATTR.
+    const mtimeAfter = fs.statSync(`${mnt}/own`).mtimeMs;
+    expect(mtimeAfter).toBeGreaterThan(mtimeBefore);
     await pool.umount('c1');
     mnt = await pool.mount('c1');
     await cmpDirect(plain, `${mnt}/own`);
+    expect(fs.statSync(`${mnt}/own`).mtimeMs).toBe(mtimeAfter);
     await pool.umount('c1');
     const check = await pool.cli('check');
     expect(check.code, check.stdout + check.stderr).toBe(0);
