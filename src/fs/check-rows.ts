@@ -73,7 +73,7 @@ export class Namespace {
   readonly blobNames: boolean;
   private readonly db;
 
-  constructor(private readonly pool: Pool) {
+  constructor(pool: Pool) {
     this.db = pool.metadataDb();
     for (const l of layerParents(pool)) {
       this.parents.set(l.id, l.parentId);
