@@ -6,7 +6,7 @@
  * a corrupt blob and a rootfs tar are refused with one line, leaving the pool as it was
  * and clean; with a daemon running, load goes through it and the mount keeps answering.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,26 +16,10 @@ import type { LoadResult, SaveResult } from '../../src/layers/index.js';
 import { fuseSkipReason, TestPool } from '../fuse/helpers.js';
 import { buildTestImage, hostTree, missingForImages, run, type Node, type TestImage } from '../helpers/oci-images.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { CLI, json, thinfs, type Run } from './helpers.js';
+import { CLI, json, thinfs, thinfsWithInput, type Run } from './helpers.js';
 
 const missing = missingForImages();
 if (missing !== undefined) console.warn(`skipping the load CLI tests: ${missing}`);
-
-function thinfsWithInput(args: string[], input: Buffer): Promise<Run> {
-  const env = { ...process.env };
-  delete env.THINFS_ROOT;
-  delete env.THINFS_LOG_LEVEL;
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr, errLines: stderr.split('\n').filter((l) => l !== '') }));
-    child.stdin.on('error', () => {});
-    child.stdin.end(input);
-  });
-}
 
 describe('help', () => {
   it.each(['load', 'save'])('%s --help', async (c) => {
