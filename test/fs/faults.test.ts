@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { isThinfsError } from '../../src/errors.js';
 import { Filesystem } from '../../src/fs/index.js';
 import { KiB, MiB, Pool, type DevId, type IoOp, type PoolCreateOptions } from '../../src/pool/index.js';
+import { pattern } from '../helpers/data.js';
 import { FaultPlan, type FaultCode } from '../helpers/faults.js';
 import { scratchPool } from '../helpers/scratch-pool.js';
 
@@ -48,12 +49,6 @@ function readFile(f: Filesystem, p: string): Buffer {
   } finally {
     f.release(fh);
   }
-}
-/** Bytes that are never zero, different per offset (a zeroed range shows). */
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let i = 0; i < len; i++) b[i] = ((i * 31 + seed) % 255) + 1;
-  return b;
 }
 function errnoOf(fn: () => unknown): string | undefined {
   try {

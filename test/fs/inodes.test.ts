@@ -19,6 +19,7 @@ import {
   type Ino,
 } from '../../src/fs/index.js';
 import { KiB, MiB, Pool, type DevId, type IoOp } from '../../src/pool/index.js';
+import { pattern } from '../helpers/data.js';
 import { FaultPlan } from '../helpers/faults.js';
 import { scratchPool } from '../helpers/scratch-pool.js';
 import { errnoOf } from './model.js';
@@ -36,12 +37,6 @@ function newPool(faults?: FaultPlan): { fs: Filesystem; id: DevId } {
   s.pool = Pool.open(s.root, faults === undefined ? {} : { faults });
   const id = s.pool.createThin('base');
   return { fs: fsOf(id), id };
-}
-/** Bytes that are never zero, different per offset. */
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let i = 0; i < len; i++) b[i] = ((i * 31 + seed) % 255) + 1;
-  return b;
 }
 /** createAt + write + release; the entry is returned (the kernel's lookup of it is taken with ref). */
 function mkfile(fs: Filesystem, parent: Ino, name: string, data: Buffer): EntryAttr {
