@@ -135,18 +135,24 @@ function statementsAfterFirst(plan: FaultPlan, kind: IoOp, op: () => unknown): n
   return plan.calls.slice(0, at).filter((c) => c === 'sql').length + 1;
 }
 
+/** In the created pool: an image `base` whose /f holds `image`, and a container `c` of it (returned); the pool is closed again. */
+function containerOfImage(image: Buffer): DevId {
+  openPool();
+  const base = s.pool!.createThin('base');
+  const b = fsOf(base);
+  writeFile(b, '/f', image);
+  closeFs(b);
+  s.pool!.setReadOnly(base);
+  const c = s.pool!.createSnapshot(base, 'c');
+  closePool();
+  return c;
+}
+
 describe('a failed write changes nothing', () => {
   it('a failed 4 KiB pwrite into a file an image layer maps: after commit and reopen the whole 64 KiB block reads its image bytes', () => {
     createPool({ dataSizeBytes: 64 * MiB }); // 64 KiB blocks, as in the report
-    openPool();
-    const base = s.pool!.createThin('base');
-    const b = fsOf(base);
     const image = pattern(128 * KiB, 1);
-    writeFile(b, '/f', image);
-    closeFs(b);
-    s.pool!.setReadOnly(base);
-    const c = s.pool!.createSnapshot(base, 'c');
-    closePool();
+    const c = containerOfImage(image);
 
     for (const code of ['ENOSPC', 'EIO'] as const) {
       const plan = new FaultPlan();
@@ -184,15 +190,8 @@ describe('a failed write changes nothing', () => {
 
   it('a write into an image-backed file fails at every pwrite, pread and SQLite statement in turn: the file reads as before each time', () => {
     createPool({ blockSizeBytes: 4 * KiB, dataSizeBytes: 16 * MiB });
-    openPool();
-    const base = s.pool!.createThin('base');
-    const b = fsOf(base);
     const image = pattern(64 * KiB, 2);
-    writeFile(b, '/f', image);
-    closeFs(b);
-    s.pool!.setReadOnly(base);
-    const c = s.pool!.createSnapshot(base, 'c');
-    closePool();
+    const c = containerOfImage(image);
     const plan = new FaultPlan();
     openPool(plan);
     const f = fsOf(c);
