@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 
 export const PROJECT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = path.join(PROJECT, 'dist', 'src', 'cli', 'main.js');
@@ -33,6 +34,21 @@ export function thinfs(args: string[], env: Record<string, string> = {}): Promis
       resolve({ code, stdout, stderr, errLines: stderr.split('\n').filter((l) => l !== '') });
     });
   });
+}
+
+/**
+ * The CLI on one root, read when each command runs (it may be set in beforeAll):
+ * `cli(...args)` runs `thinfs --root ROOT ...args`; `ok(...args)` also expects it to exit 0
+ * with nothing on stderr (the failure shows the arguments).
+ */
+export function thinfsAt(root: () => string): { cli: (...args: string[]) => Promise<Run>; ok: (...args: string[]) => Promise<Run> } {
+  const cli = (...args: string[]) => thinfs(['--root', root(), ...args]);
+  const ok = async (...args: string[]): Promise<Run> => {
+    const r = await cli(...args);
+    expect({ args, stderr: r.stderr, code: r.code }).toEqual({ args, stderr: '', code: 0 });
+    return r;
+  };
+  return { cli, ok };
 }
 
 /** `thinfs ...args` with `input` on its stdin (a command may stop reading early: a closed pipe is no error). */

@@ -15,7 +15,7 @@ import { Pool } from '../../src/pool/index.js';
 import { buildBusyboxRootfs, haveBusybox, makeTar, writeTar, writeWhiteoutLayer } from '../helpers/layers.js';
 import { tmpDir } from '../helpers/tmp.js';
 import { namesIn, readFile, treeOf } from '../helpers/tree.js';
-import { json, thinfs, thinfsWithInput, type Run } from './helpers.js';
+import { json, thinfs, thinfsAt, thinfsWithInput } from './helpers.js';
 
 const ROOT_CALLER = { uid: 0, gid: 0 };
 
@@ -60,12 +60,7 @@ describe.skipIf(!haveBusybox())('images and containers end to end', () => {
   let root: string;
   let rootfs: string;
   let applets: string[];
-  const cli = (...args: string[]) => thinfs(['--root', root, ...args]);
-  const ok = async (...args: string[]): Promise<Run> => {
-    const r = await cli(...args);
-    expect({ args, stderr: r.stderr, code: r.code }).toEqual({ args, stderr: '', code: 0 });
-    return r;
-  };
+  const { cli, ok } = thinfsAt(() => root);
   const ls = async () => json<DeviceSummary[]>(await ok('ls', '--json'));
 
   beforeAll(async () => {

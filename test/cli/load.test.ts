@@ -16,7 +16,7 @@ import type { LoadResult, SaveResult } from '../../src/layers/index.js';
 import { fuseSkipReason, TestPool } from '../fuse/helpers.js';
 import { buildTestImage, hostTree, missingForImages, run, type Node, type TestImage } from '../helpers/oci-images.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { CLI, json, thinfs, thinfsWithInput, type Run } from './helpers.js';
+import { CLI, json, thinfs, thinfsAt, thinfsWithInput } from './helpers.js';
 
 const missing = missingForImages();
 if (missing !== undefined) console.warn(`skipping the load CLI tests: ${missing}`);
@@ -41,12 +41,7 @@ describe.skipIf(missing !== undefined)('load, save, ls, inspect, rm through the 
   let img: TestImage;
   let want: Record<string, Node>;
   let root: string;
-  const cli = (...args: string[]) => thinfs(['--root', root, ...args]);
-  const ok = async (...args: string[]): Promise<Run> => {
-    const r = await cli(...args);
-    expect({ args, stderr: r.stderr, code: r.code }).toEqual({ args, stderr: '', code: 0 });
-    return r;
-  };
+  const { cli, ok } = thinfsAt(() => root);
   const ls = async () => json<DeviceSummary[]>(await ok('ls', '--json'));
   const info = async () => json<{ dataUsed: number; dataOnDisk: number }>(await ok('info', '--json'));
   /** The tree of device `name`, exported with `thinfs export` and extracted by GNU tar as root. */
