@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { check, type CheckResult } from '../../src/daemon/ops/check-ops.js';
-import { Filesystem } from '../../src/fs/index.js';
+import { Filesystem, type Attr } from '../../src/fs/index.js';
 import type { DevId, LayerId } from '../../src/pool/index.js';
 import { tmpDir } from '../helpers/tmp.js';
 import { makeImage, readBack, ROOT_CALLER, withPool, withSql, writeTree, type Tree } from './helpers.js';
@@ -33,13 +33,14 @@ function layerOf(name: string): LayerId {
   return withPool(root, (pool) => pool.findDevice(name)!.layerId, { readOnly: true });
 }
 
-function inoOf(device: string, p: string): number {
+/** The attributes of `p` as device `device` shows it. */
+function attrOf(device: string, p: string): Attr {
   return withPool(
     root,
     (pool) => {
       const f = Filesystem.open(pool, pool.findDevice(device)!.id, { readOnly: true });
       try {
-        return f.getattr(p).ino;
+        return f.getattr(p);
       } finally {
         f.close();
       }
@@ -48,20 +49,8 @@ function inoOf(device: string, p: string): number {
   );
 }
 
-function nlinkOf(device: string, p: string): number {
-  return withPool(
-    root,
-    (pool) => {
-      const f = Filesystem.open(pool, pool.findDevice(device)!.id, { readOnly: true });
-      try {
-        return f.getattr(p).nlink;
-      } finally {
-        f.close();
-      }
-    },
-    { readOnly: true },
-  );
-}
+const inoOf = (device: string, p: string): number => attrOf(device, p).ino;
+const nlinkOf = (device: string, p: string): number => attrOf(device, p).nlink;
 
 /** The name as the fs_dirents column stores it (BLOB bytes, or TEXT in an older schema). */
 function nameValue(s: string): Buffer | string {

@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DiffResult } from '../../src/daemon/ops/index.js';
 import { fuseSkipReason, TestPool } from '../fuse/helpers.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { json, thinfs, type Run } from './helpers.js';
+import { json, thinfsAt } from './helpers.js';
 
 const XFF = Buffer.from([0x6e, 0xff]); // "n\xff": not UTF-8
 
@@ -38,12 +38,7 @@ function writeTree(dir: string, tree: Record<string, string>): void {
 describe('diff of imported layers', () => {
   let t: { dir: string; cleanup: () => void };
   let root: string;
-  const cli = (...args: string[]) => thinfs(['--root', root, ...args]);
-  const ok = async (...args: string[]): Promise<Run> => {
-    const r = await cli(...args);
-    expect({ args, code: r.code, stderr: r.stderr }).toEqual({ args, code: 0, stderr: '' });
-    return r;
-  };
+  const { cli, ok } = thinfsAt(() => root);
 
   beforeAll(async () => {
     t = tmpDir('thinfs-diff-');

@@ -3,7 +3,6 @@
  * create, commit, ls, inspect, rm with its deferred deletion — and bad input to each
  * command: exactly one line on stderr, a non-zero exit, and the pool unchanged.
  */
-import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -16,26 +15,9 @@ import { Pool } from '../../src/pool/index.js';
 import { buildBusyboxRootfs, haveBusybox, makeTar, writeTar, writeWhiteoutLayer } from '../helpers/layers.js';
 import { tmpDir } from '../helpers/tmp.js';
 import { namesIn, readFile, treeOf } from '../helpers/tree.js';
-import { CLI, json, thinfs, type Run } from './helpers.js';
+import { json, thinfs, thinfsAt, thinfsWithInput } from './helpers.js';
 
 const ROOT_CALLER = { uid: 0, gid: 0 };
-
-/** `thinfs ...args` with `input` on its stdin. */
-function thinfsWithInput(args: string[], input: Buffer): Promise<Run> {
-  const env = { ...process.env };
-  delete env.THINFS_ROOT;
-  delete env.THINFS_LOG_LEVEL;
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr, errLines: stderr.split('\n').filter((l) => l !== '') }));
-    child.stdin.on('error', () => {});
-    child.stdin.end(input);
-  });
-}
 
 /** Open the pool in this process (no daemon runs in these tests) for a moment. */
 function withPool<R>(root: string, fn: (pool: Pool) => R, readOnly = true): R {
@@ -78,12 +60,7 @@ describe.skipIf(!haveBusybox())('images and containers end to end', () => {
   let root: string;
   let rootfs: string;
   let applets: string[];
-  const cli = (...args: string[]) => thinfs(['--root', root, ...args]);
-  const ok = async (...args: string[]): Promise<Run> => {
-    const r = await cli(...args);
-    expect({ args, stderr: r.stderr, code: r.code }).toEqual({ args, stderr: '', code: 0 });
-    return r;
-  };
+  const { cli, ok } = thinfsAt(() => root);
   const ls = async () => json<DeviceSummary[]>(await ok('ls', '--json'));
 
   beforeAll(async () => {

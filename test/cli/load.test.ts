@@ -6,7 +6,7 @@
  * a corrupt blob and a rootfs tar are refused with one line, leaving the pool as it was
  * and clean; with a daemon running, load goes through it and the mount keeps answering.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,26 +16,10 @@ import type { LoadResult, SaveResult } from '../../src/layers/index.js';
 import { fuseSkipReason, TestPool } from '../fuse/helpers.js';
 import { buildTestImage, hostTree, missingForImages, run, type Node, type TestImage } from '../helpers/oci-images.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { CLI, json, thinfs, type Run } from './helpers.js';
+import { CLI, json, thinfs, thinfsAt, thinfsWithInput } from './helpers.js';
 
 const missing = missingForImages();
 if (missing !== undefined) console.warn(`skipping the load CLI tests: ${missing}`);
-
-function thinfsWithInput(args: string[], input: Buffer): Promise<Run> {
-  const env = { ...process.env };
-  delete env.THINFS_ROOT;
-  delete env.THINFS_LOG_LEVEL;
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr, errLines: stderr.split('\n').filter((l) => l !== '') }));
-    child.stdin.on('error', () => {});
-    child.stdin.end(input);
-  });
-}
 
 describe('help', () => {
   it.each(['load', 'save'])('%s --help', async (c) => {
@@ -57,12 +41,7 @@ describe.skipIf(missing !== undefined)('load, save, ls, inspect, rm through the 
   let img: TestImage;
   let want: Record<string, Node>;
   let root: string;
-  const cli = (...args: string[]) => thinfs(['--root', root, ...args]);
-  const ok = async (...args: string[]): Promise<Run> => {
-    const r = await cli(...args);
-    expect({ args, stderr: r.stderr, code: r.code }).toEqual({ args, stderr: '', code: 0 });
-    return r;
-  };
+  const { cli, ok } = thinfsAt(() => root);
   const ls = async () => json<DeviceSummary[]>(await ok('ls', '--json'));
   const info = async () => json<{ dataUsed: number; dataOnDisk: number }>(await ok('info', '--json'));
   /** The tree of device `name`, exported with `thinfs export` and extracted by GNU tar as root. */

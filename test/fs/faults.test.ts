@@ -6,65 +6,36 @@
  * Faults are injected through Pool.open(root, { faults }) (test/helpers/faults.ts).
  */
 import { constants } from 'node:fs';
-import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isThinfsError } from '../../src/errors.js';
 import { Filesystem } from '../../src/fs/index.js';
 import { KiB, MiB, Pool, type DevId, type IoOp, type PoolCreateOptions } from '../../src/pool/index.js';
+import { pattern } from '../helpers/data.js';
 import { FaultPlan, type FaultCode } from '../helpers/faults.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { scratchPool } from '../helpers/scratch-pool.js';
 
 const ROOT = { uid: 0, gid: 0 };
 const RW = constants.O_RDWR;
-let t: { dir: string; cleanup: () => void };
-let root: string;
-let pool: Pool | undefined;
-let open: Filesystem[] = [];
-
-beforeEach(() => {
-  t = tmpDir('thinfs-fs-faults-');
-  root = path.join(t.dir, 'pool');
-});
-afterEach(() => {
-  for (const f of open) {
-    try {
-      f.close();
-    } catch {
-      /* the pool is gone or in fail mode */
-    }
-  }
-  open = [];
-  try {
-    pool?.close({ commit: false });
-  } catch {
-    /* closed by the test */
-  }
-  pool = undefined;
-  t.cleanup();
-});
+const s = scratchPool('thinfs-fs-faults-');
+const fsOf = s.fsOf;
 
 /** Pool blocks only (inline blocks: test/pool/inline.test.ts and the pool's fault model). */
 function createPool(opts: PoolCreateOptions): void {
-  Pool.create(root, { minFreePercent: 0, inlineMaxBytes: 0, ...opts }).close();
+  Pool.create(s.root, { minFreePercent: 0, inlineMaxBytes: 0, ...opts }).close();
 }
 function openPool(faults?: FaultPlan): Pool {
-  pool = Pool.open(root, faults === undefined ? {} : { faults });
-  return pool;
+  s.pool = Pool.open(s.root, faults === undefined ? {} : { faults });
+  return s.pool;
 }
 function closePool(): void {
-  for (const f of open) f.close();
-  open = [];
-  pool!.close();
-  pool = undefined;
-}
-function fsOf(id: DevId, opts?: { readOnly?: boolean }): Filesystem {
-  const f = Filesystem.open(pool!, id, opts);
-  open.push(f);
-  return f;
+  for (const f of s.open) f.close();
+  s.open = [];
+  s.pool!.close();
+  s.pool = undefined;
 }
 function closeFs(f: Filesystem): void {
   f.close();
-  open = open.filter((x) => x !== f);
+  s.open = s.open.filter((x) => x !== f);
 }
 function writeFile(f: Filesystem, p: string, data: Buffer): void {
   const fh = f.create(p, 0o644, ROOT, RW | constants.O_CREAT);
@@ -78,12 +49,6 @@ function readFile(f: Filesystem, p: string): Buffer {
   } finally {
     f.release(fh);
   }
-}
-/** Bytes that are never zero, different per offset (a zeroed range shows). */
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let i = 0; i < len; i++) b[i] = ((i * 31 + seed) % 255) + 1;
-  return b;
 }
 function errnoOf(fn: () => unknown): string | undefined {
   try {
@@ -150,9 +115,9 @@ function failEveryStep(plan: FaultPlan, kind: IoOp, code: FaultCode, op: () => u
     const what = `${kind} #${nth} failed`;
     expect(isThinfsError(err), `${what}: threw ${String(err)}`).toBe(true);
     expect((err as { code: string }).code, what).toBe(code);
-    expect(pool!.mode(), what).not.toBe('fail');
+    expect(s.pool!.mode(), what).not.toBe('fail');
     same(what);
-    expect(pool!.check().issues, `${what}: check`).toEqual([]);
+    expect(s.pool!.check().issues, `${what}: check`).toEqual([]);
   }
 }
 
@@ -170,18 +135,24 @@ function statementsAfterFirst(plan: FaultPlan, kind: IoOp, op: () => unknown): n
   return plan.calls.slice(0, at).filter((c) => c === 'sql').length + 1;
 }
 
+/** In the created pool: an image `base` whose /f holds `image`, and a container `c` of it (returned); the pool is closed again. */
+function containerOfImage(image: Buffer): DevId {
+  openPool();
+  const base = s.pool!.createThin('base');
+  const b = fsOf(base);
+  writeFile(b, '/f', image);
+  closeFs(b);
+  s.pool!.setReadOnly(base);
+  const c = s.pool!.createSnapshot(base, 'c');
+  closePool();
+  return c;
+}
+
 describe('a failed write changes nothing', () => {
   it('a failed 4 KiB pwrite into a file an image layer maps: after commit and reopen the whole 64 KiB block reads its image bytes', () => {
     createPool({ dataSizeBytes: 64 * MiB }); // 64 KiB blocks, as in the report
-    openPool();
-    const base = pool!.createThin('base');
-    const b = fsOf(base);
     const image = pattern(128 * KiB, 1);
-    writeFile(b, '/f', image);
-    closeFs(b);
-    pool!.setReadOnly(base);
-    const c = pool!.createSnapshot(base, 'c');
-    closePool();
+    const c = containerOfImage(image);
 
     for (const code of ['ENOSPC', 'EIO'] as const) {
       const plan = new FaultPlan();
@@ -197,8 +168,8 @@ describe('a failed write changes nothing', () => {
       openPool();
       const v = fsOf(c, { readOnly: true });
       expect(readFile(v, '/f').equals(image), `after commit and reopen (${code})`).toBe(true);
-      expect(pool!.getDevice(c)!.exclusiveBlocks, 'no copy-on-write block survives the failed write').toBe(0);
-      expect(pool!.check().issues).toEqual([]);
+      expect(s.pool!.getDevice(c)!.exclusiveBlocks, 'no copy-on-write block survives the failed write').toBe(0);
+      expect(s.pool!.check().issues).toEqual([]);
       closePool();
     }
 
@@ -213,32 +184,25 @@ describe('a failed write changes nothing', () => {
     const want = Buffer.from(image);
     want.fill(0xaa, 4 * KiB, 8 * KiB);
     expect(readFile(fsOf(c, { readOnly: true }), '/f').equals(want)).toBe(true);
-    expect(pool!.getDevice(c)!.exclusiveBlocks).toBe(1);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.getDevice(c)!.exclusiveBlocks).toBe(1);
+    expect(s.pool!.check().issues).toEqual([]);
   });
 
   it('a write into an image-backed file fails at every pwrite, pread and SQLite statement in turn: the file reads as before each time', () => {
     createPool({ blockSizeBytes: 4 * KiB, dataSizeBytes: 16 * MiB });
-    openPool();
-    const base = pool!.createThin('base');
-    const b = fsOf(base);
     const image = pattern(64 * KiB, 2);
-    writeFile(b, '/f', image);
-    closeFs(b);
-    pool!.setReadOnly(base);
-    const c = pool!.createSnapshot(base, 'c');
-    closePool();
+    const c = containerOfImage(image);
     const plan = new FaultPlan();
     openPool(plan);
     const f = fsOf(c);
     const fh = f.open('/f', RW);
     const before = namespace(f);
-    const used = pool!.status().dataUsedBytes;
+    const used = s.pool!.status().dataUsedBytes;
     // 10 KiB from 3 KiB, past the end too: copy-on-write of partial blocks, a grown size.
     const write = () => f.write(fh, 3 * KiB, Buffer.alloc(10 * KiB, 0xbb));
     const same = (what: string) => {
       expect(namespace(f), what).toEqual(before);
-      expect(pool!.status().dataUsedBytes, what).toBe(used);
+      expect(s.pool!.status().dataUsedBytes, what).toBe(used);
     };
     for (const [kind, code] of [
       ['pwrite', 'EIO'],
@@ -248,7 +212,7 @@ describe('a failed write changes nothing', () => {
     ] as const) {
       expect(failEveryStep(plan, kind, code, write, same), `${kind} calls failed`).toBeGreaterThan(0);
       // The last round got through: roll it back so that the next kind starts from the same state.
-      pool!.abort();
+      s.pool!.abort();
       same(`after the abort of the write that got through (${kind})`);
     }
     f.release(fh);
@@ -258,7 +222,7 @@ describe('a failed write changes nothing', () => {
     createPool({ blockSizeBytes: 4 * KiB, dataSizeBytes: 16 * MiB });
     const plan = new FaultPlan();
     openPool(plan);
-    const f = fsOf(pool!.createThin('base'));
+    const f = fsOf(s.pool!.createThin('base'));
     const data = pattern(8 * KiB, 3);
     // A dry run on a file of the same shape: which statements come after the tail is zeroed.
     const g = f.create('/g', 0o644, ROOT, RW | constants.O_CREAT);
@@ -284,16 +248,16 @@ describe('a full pool', () => {
   it('a shrinking truncate whose partial last block needs a fresh block fails with ENOSPC and leaves bytes and size as they were', () => {
     createPool({ blockSizeBytes: 4 * KiB, dataSizeBytes: 64 * 4 * KiB });
     openPool();
-    const id = pool!.createThin('base');
+    const id = s.pool!.createThin('base');
     const f = fsOf(id);
     const big = pattern(10 * 4 * KiB + 1234, 4); // 11 blocks, the last one partial
     writeFile(f, '/big', big);
     f.commit(); // /big's blocks hold committed data: a shrink must move its last block, not zero it in place
     fillPool(f, '/fill');
     f.commit();
-    expect(pool!.status().dataAvailableBytes).toBe(0);
+    expect(s.pool!.status().dataAvailableBytes).toBe(0);
     const before = namespace(f);
-    const used = pool!.status().dataUsedBytes;
+    const used = s.pool!.status().dataUsedBytes;
 
     const keep = 5 * 4 * KiB + 100; // inside block 5: its head must be kept
     expect(errnoOf(() => f.truncate('/big', keep))).toBe('ENOSPC');
@@ -304,20 +268,20 @@ describe('a full pool', () => {
     expect(f.read(fh, 0, big.length).equals(big)).toBe(true);
     f.release(fh);
     expect(namespace(f), 'after ftruncate').toEqual(before);
-    expect(pool!.status().dataUsedBytes).toBe(used);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.status().dataUsedBytes).toBe(used);
+    expect(s.pool!.check().issues).toEqual([]);
 
     closePool();
     openPool();
     const v = fsOf(id, { readOnly: true });
     expect(readFile(v, '/big').equals(big), 'after commit and reopen').toBe(true);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
   });
 
   it('right after unlinking a big file, a new file needing its blocks is written without an explicit commit (commit and retry)', () => {
     createPool({ blockSizeBytes: 4 * KiB, dataSizeBytes: 64 * 4 * KiB });
     openPool();
-    const id = pool!.createThin('base');
+    const id = s.pool!.createThin('base');
     const f = fsOf(id);
     writeFile(f, '/big', pattern(40 * 4 * KiB, 5));
     fillPool(f, '/fill');
@@ -333,7 +297,7 @@ describe('a full pool', () => {
     f.release(fh);
     expect(readFile(f, '/new').equals(data)).toBe(true);
     expect(f.readdir('/').map((e) => e.name).sort()).toEqual(['.', '..', 'fill', 'new']);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
 
     closePool();
     openPool();
@@ -341,7 +305,7 @@ describe('a full pool', () => {
     expect(readFile(v, '/new').equals(data)).toBe(true);
     expect(readFile(v, '/fill').equals(fill)).toBe(true);
     expect(v.readdir('/').map((e) => e.name).sort()).toEqual(['.', '..', 'fill', 'new']);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
   });
 });
 
@@ -350,7 +314,7 @@ describe('a failing SQL statement in the middle of a namespace operation changes
   function setup(): { f: Filesystem; plan: FaultPlan; id: DevId } {
     createPool({ blockSizeBytes: 4 * KiB, dataSizeBytes: 16 * MiB });
     openPool();
-    const id = pool!.createThin('base');
+    const id = s.pool!.createThin('base');
     let f = fsOf(id);
     f.mkdir('/a', 0o755, ROOT);
     f.mkdir('/b', 0o755, ROOT);
@@ -393,7 +357,7 @@ describe('a failing SQL statement in the middle of a namespace operation changes
       closePool();
       openPool();
       expect(namespace(fsOf(id, { readOnly: true }))).toEqual(after);
-      expect(pool!.check().issues).toEqual([]);
+      expect(s.pool!.check().issues).toEqual([]);
     });
   }
 });

@@ -6,8 +6,7 @@
  * The behaviour suite and the model test also run through this API (adapters.ts).
  */
 import { constants } from 'node:fs';
-import * as path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isThinfsError } from '../../src/errors.js';
 import {
   Filesystem,
@@ -20,58 +19,24 @@ import {
   type Ino,
 } from '../../src/fs/index.js';
 import { KiB, MiB, Pool, type DevId, type IoOp } from '../../src/pool/index.js';
+import { pattern } from '../helpers/data.js';
 import { FaultPlan } from '../helpers/faults.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { scratchPool } from '../helpers/scratch-pool.js';
 import { errnoOf } from './model.js';
 
 const ROOT = { uid: 0, gid: 0 };
 const { O_CREAT, O_EXCL, O_RDONLY, O_RDWR, O_WRONLY } = constants;
 const BS = 4 * KiB;
 
-let t: { dir: string; cleanup: () => void };
-let root: string;
-let pool: Pool | undefined;
-let open: Filesystem[] = [];
-
-beforeEach(() => {
-  t = tmpDir('thinfs-inodes-');
-  root = path.join(t.dir, 'pool');
-});
-afterEach(() => {
-  for (const f of open) {
-    try {
-      f.close();
-    } catch {
-      /* abandoned by a simulated crash */
-    }
-  }
-  open = [];
-  try {
-    pool?.close({ commit: false });
-  } catch {
-    /* closed by the test */
-  }
-  pool = undefined;
-  t.cleanup();
-});
+const s = scratchPool('thinfs-inodes-');
+const fsOf = s.fsOf;
 
 function newPool(faults?: FaultPlan): { fs: Filesystem; id: DevId } {
   // Pool blocks only: these tests count blocks freed and data writes failed (inline blocks: test/pool/inline.test.ts).
-  Pool.create(root, { blockSizeBytes: BS, dataSizeBytes: 64 * MiB, minFreePercent: 0, inlineMaxBytes: 0 }).close();
-  pool = Pool.open(root, faults === undefined ? {} : { faults });
-  const id = pool.createThin('base');
+  Pool.create(s.root, { blockSizeBytes: BS, dataSizeBytes: 64 * MiB, minFreePercent: 0, inlineMaxBytes: 0 }).close();
+  s.pool = Pool.open(s.root, faults === undefined ? {} : { faults });
+  const id = s.pool.createThin('base');
   return { fs: fsOf(id), id };
-}
-function fsOf(id: DevId, opts?: { readOnly?: boolean }): Filesystem {
-  const f = Filesystem.open(pool!, id, opts);
-  open.push(f);
-  return f;
-}
-/** Bytes that are never zero, different per offset. */
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let i = 0; i < len; i++) b[i] = ((i * 31 + seed) % 255) + 1;
-  return b;
 }
 /** createAt + write + release; the entry is returned (the kernel's lookup of it is taken with ref). */
 function mkfile(fs: Filesystem, parent: Ino, name: string, data: Buffer): EntryAttr {
@@ -89,7 +54,7 @@ function readIno(fs: Filesystem, ino: Ino): Buffer {
     fs.release(fh);
   }
 }
-const mapped = (id: DevId) => pool!.getDevice(id)!.mappedBlocks;
+const mapped = (id: DevId) => s.pool!.getDevice(id)!.mappedBlocks;
 const noGen = ({ generation, ...a }: EntryAttr): Attr => (void generation, a);
 
 describe('names and inodes', () => {
@@ -154,7 +119,7 @@ describe('names and inodes', () => {
     fs.release(dh);
     fs.forget(b.ino, 1);
     expect(errnoOf(() => fs.getattrIno(b.ino))).toBe('ENOENT');
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
   });
 
   it('new entries take the caller umask when one is given, and a setgid directory passes its group to a member of it', () => {
@@ -200,13 +165,13 @@ describe('inodes the kernel holds', () => {
     fs.forget(f.ino, 1); // one lookup left
     expect(fs.getattrIno(f.ino).nlink).toBe(0);
     expect(mapped(id) - before).toBe(65);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
 
     fs.forget(f.ino, 1);
     expect(errnoOf(() => fs.getattrIno(f.ino))).toBe('ENOENT');
     expect(mapped(id)).toBe(before);
     fs.commit();
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
   });
 
   it('the last hold may be a handle: forget first, release frees', () => {
@@ -227,9 +192,9 @@ describe('inodes the kernel holds', () => {
     const { fs, id } = newPool();
     const f = mkfile(fs, ROOT_INO, 'f', pattern(4 * BS, 9));
     fs.close();
-    open = [];
-    pool!.setReadOnly(id);
-    const c = pool!.createSnapshot(id, 'c');
+    s.open = [];
+    s.pool!.setReadOnly(id);
+    const c = s.pool!.createSnapshot(id, 'c');
     const cfs = fsOf(c);
     cfs.ref(f.ino);
     const fh = cfs.openIno(f.ino, O_RDWR);
@@ -238,13 +203,13 @@ describe('inodes the kernel holds', () => {
     cfs.unlinkAt(ROOT_INO, 'f');
     expect(cfs.getattrIno(f.ino).nlink).toBe(0);
     expect(readIno(cfs, f.ino).subarray(0, 3).toString()).toBe('own');
-    expect(pool!.getDevice(c)!.exclusiveBlocks).toBe(1);
+    expect(s.pool!.getDevice(c)!.exclusiveBlocks).toBe(1);
     cfs.forget(f.ino, 1);
-    expect(pool!.getDevice(c)!.exclusiveBlocks).toBe(0);
+    expect(s.pool!.getDevice(c)!.exclusiveBlocks).toBe(0);
     expect(errnoOf(() => cfs.lookup(ROOT_INO, 'f'))).toBe('ENOENT');
     const img = fsOf(id, { readOnly: true });
     expect(readIno(img, img.lookup(ROOT_INO, 'f').ino).equals(pattern(4 * BS, 9))).toBe(true);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
   });
 
   it('a crash while the kernel holds an unlinked file: the orphan survives in the commit, and the next writable open frees it', () => {
@@ -253,9 +218,9 @@ describe('inodes the kernel holds', () => {
     const f = mkfile(fs, ROOT_INO, 'f', pattern(16 * BS, 5));
     fs.unlinkAt(ROOT_INO, 'f');
     fs.commit(); // the unlinked inode (nlink 0) is in the commit
-    pool!.close({ commit: false }); // kill -9: the Filesystem and its lookups are abandoned
-    pool = Pool.open(root);
-    open = [];
+    s.pool!.close({ commit: false }); // kill -9: the Filesystem and its lookups are abandoned
+    s.pool = Pool.open(s.root);
+    s.open = [];
     expect(mapped(id) - before).toBe(16);
     const ro = fsOf(id, { readOnly: true }); // a read-only view frees nothing
     expect(ro.getattrIno(f.ino).nlink).toBe(0);
@@ -263,7 +228,7 @@ describe('inodes the kernel holds', () => {
     const rw = fsOf(id);
     expect(errnoOf(() => rw.getattrIno(f.ino))).toBe('ENOENT');
     expect(mapped(id)).toBe(before);
-    expect(pool.check().issues).toEqual([]);
+    expect(s.pool.check().issues).toEqual([]);
   });
 
   it('close forgets every lookup: what they kept of unlinked files is freed', () => {
@@ -273,10 +238,10 @@ describe('inodes the kernel holds', () => {
     fs.ref(f.ino, 3);
     fs.unlinkAt(ROOT_INO, 'f');
     fs.close();
-    open = [];
+    s.open = [];
     expect(mapped(id)).toBe(before);
     expect(fsOf(id, { readOnly: true }).readdir('/').map((e) => e.name)).toEqual(['.', '..']);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
     expect(errnoOf(() => fs.ref(f.ino))).toBe('EBADF');
   });
 });
@@ -297,7 +262,7 @@ describe('renameAt', () => {
     expect(errnoOf(() => fs.getattrIno(b.ino))).toBe('ENOENT');
     expect(mapped(id) - before).toBe(2);
     expect(readIno(fs, a.ino).equals(pattern(2 * BS, 1))).toBe(true);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
   });
 
   it('RENAME_NOREPLACE refuses an existing target; RENAME_EXCHANGE swaps a file and a directory across directories', () => {
@@ -329,7 +294,7 @@ describe('renameAt', () => {
     expect(fs.lookup(q.ino, 'new').ino).toBe(d.ino);
     expect(fs.getattrIno(p.ino).nlink).toBe(2);
     expect(fs.getattrIno(q.ino).nlink).toBe(3);
-    expect(pool!.check().issues).toEqual([]);
+    expect(s.pool!.check().issues).toEqual([]);
   });
 
   it('a directory is not moved into itself, nor over an ancestor of its source', () => {
@@ -433,7 +398,7 @@ describe('setattrIno', () => {
       }
       const what = `${kind} #${nth} failed`;
       expect(isThinfsError(err), `${what}: threw ${String(err)}`).toBe(true);
-      expect(pool!.mode(), what).not.toBe('fail');
+      expect(s.pool!.mode(), what).not.toBe('fail');
       same(what);
     }
   }
@@ -467,7 +432,7 @@ describe('setattrIno', () => {
         expect(got.subarray(0, kept).equals(data.subarray(0, kept))).toBe(true);
         expect(got.subarray(kept).equals(Buffer.alloc(size - kept))).toBe(true);
       }
-      expect(pool!.check().issues).toEqual([]);
+      expect(s.pool!.check().issues).toEqual([]);
     });
   }
 
@@ -499,7 +464,7 @@ describe('inode numbers', () => {
     const kept = fs.mkdirAt(ROOT_INO, 'kept', 0o755, ROOT).ino;
     fs.commit();
     const seen = fs.mkdirAt(ROOT_INO, 'lost', 0o755, ROOT).ino; // answered to the kernel ...
-    pool!.abort(); // ... then the transaction goes (as when SQLite rolls it back after an I/O error)
+    s.pool!.abort(); // ... then the transaction goes (as when SQLite rolls it back after an I/O error)
     expect(errnoOf(() => fs.lookup(ROOT_INO, 'lost'))).toBe('ENOENT');
     const next = fs.mkdirAt(ROOT_INO, 'next', 0o755, ROOT).ino;
     expect(next).toBeGreaterThan(seen);

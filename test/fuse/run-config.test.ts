@@ -7,14 +7,13 @@
  * a command and --entrypoint override the config as in podman. Needs root, /dev/fuse,
  * busybox-static, umoci and skopeo (Debian packages); the runc half needs runc.
  */
-import { checkoutUnreadableBy } from '../helpers/unprivileged.js';
-import { spawn, spawnSync } from 'node:child_process';
+import { checkoutUnreadableBy, thinfsAs } from '../helpers/unprivileged.js';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountTable } from '../../src/fuse/kernel.js';
 import { findProgram } from '../../src/run/index.js';
-import { CLI } from '../cli/helpers.js';
 import { alive, fuseSkipReason, sleep, TestPool, type Run } from './helpers.js';
 
 const USER = 65534;
@@ -106,18 +105,7 @@ describe.skipIf(why !== undefined)('thinfs run by the image config', () => {
   describe.skipIf(rootlessWhy !== undefined)('rootless', () => {
     let home: string;
     let root: string;
-    const asUser = (argv: string[]): Promise<Run> =>
-      new Promise((resolve) => {
-        const child = spawn(SETPRIV!, [`--reuid=${USER}`, `--regid=${USER}`, '--clear-groups', process.execPath, CLI, '--root', root, ...argv], {
-          env: { HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin' },
-          cwd: home,
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-        child.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr, errLines: stderr.split('\n').filter((l) => l !== '') }));
-      });
+    const asUser = (argv: string[]): Promise<Run> => thinfsAs(USER, SETPRIV!, { root, home, path: '/usr/local/bin:/usr/bin:/bin' }, argv);
 
     beforeAll(async () => {
       home = path.join(t.dir, 'home');

@@ -8,15 +8,14 @@
  * is unchanged. Needs root (to switch to 65534), /dev/fuse, busybox-static, setpriv and
  * unprivileged user namespaces; the runc half needs runc. Each skip says why.
  */
-import { checkoutUnreadableBy } from '../helpers/unprivileged.js';
-import { spawn, spawnSync } from 'node:child_process';
+import { checkoutUnreadableBy, thinfsAs } from '../helpers/unprivileged.js';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountTable } from '../../src/fuse/kernel.js';
 import { findProgram } from '../../src/run/index.js';
 import { tmpDir } from '../helpers/tmp.js';
-import { CLI } from '../cli/helpers.js';
 import { alive, sleep, type Run } from './helpers.js';
 
 const USER = 65534;
@@ -45,18 +44,7 @@ describe.skipIf(why !== undefined)('thinfs run, rootless', () => {
   let applets: number;
 
   /** Run the CLI as uid 65534 with only HOME and a user's PATH in its environment. */
-  const asUser = (argv: string[]): Promise<Run> =>
-    new Promise((resolve) => {
-      const child = spawn(SETPRIV!, [`--reuid=${USER}`, `--regid=${USER}`, '--clear-groups', process.execPath, CLI, '--root', root, ...argv], {
-        env: { HOME: home, PATH: USER_PATH },
-        cwd: home,
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      child.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr, errLines: stderr.split('\n').filter((l) => l !== '') }));
-    });
+  const asUser = (argv: string[]): Promise<Run> => thinfsAs(USER, SETPRIV!, { root, home, path: USER_PATH }, argv);
   const thinfsMounts = () => mountTable().filter((m) => m.fstype === 'fuse.thinfs' && m.mountpoint.startsWith(`${root}/`));
   const devices = async () => (JSON.parse((await asUser(['ls', '--json'])).stdout) as { name: string }[]).map((d) => d.name).sort();
 

@@ -10,36 +10,18 @@ import { constants } from 'node:fs';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Filesystem } from '../../src/fs/index.js';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { importImage, type ImportProgress } from '../../src/layers/index.js';
-import { GiB, KiB, MiB, Pool, type DevId } from '../../src/pool/index.js';
+import { GiB, KiB, MiB, type DevId } from '../../src/pool/index.js';
 import { makeTar, writeTar, type TarEntry } from '../helpers/layers.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { freshPool } from '../helpers/scratch-pool.js';
 import { namesIn, readFile, treeOf, type NodeInfo } from '../helpers/tree.js';
 
 const isRoot = process.getuid?.() === 0;
 const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
-let t: { dir: string; cleanup: () => void };
-let pool: Pool;
-beforeEach(() => {
-  t = tmpDir('thinfs-import-');
-  pool = Pool.create(path.join(t.dir, 'pool'), { dataSizeBytes: 1 * GiB, minFreePercent: 0 });
-});
-afterEach(() => {
-  pool.close();
-  t.cleanup();
-});
-
-function view<R>(id: DevId, fn: (v: Filesystem) => R): R {
-  const v = Filesystem.open(pool, id, { readOnly: true });
-  try {
-    return fn(v);
-  } finally {
-    v.close();
-  }
-}
+const s = freshPool('thinfs-import-', { dataSizeBytes: 1 * GiB, minFreePercent: 0 });
+const view = s.view;
 
 function sh(script: string, cwd: string): void {
   const r = spawnSync('sh', ['-ec', script], { cwd, encoding: 'utf8' });
@@ -56,7 +38,7 @@ const CAPS = Buffer.from([0x01, 0, 0, 0x02, 0x80, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 
 
 /** A source directory with every kind of entry; device nodes, owners and trusted/security xattrs as root. */
 function makeSourceDir(): string {
-  const src = path.join(t.dir, 'src');
+  const src = path.join(s.dir, 'src');
   fs.mkdirSync(src);
   sh(
     `
@@ -93,7 +75,7 @@ function makeSourceDir(): string {
 describe('importing a directory', () => {
   it('keeps owners, modes, ns mtimes, xattrs, hard links, symlinks, fifos, device nodes and holes', async () => {
     const src = makeSourceDir();
-    const r = await importImage(pool, { name: 'img', source: src });
+    const r = await importImage(s.pool, { name: 'img', source: src });
     expect(r.sourceKind).toBe('directory');
     view(r.id, (v) => {
       for (const rel of ['', ...fs.readdirSync(src, { recursive: true, encoding: 'utf8' })]) {
@@ -137,16 +119,16 @@ describe('importing a directory', () => {
       }
     });
     // Holes stay holes: the 10 MiB file with 6 bytes costs one block.
-    expect(pool.getDevice(r.id)!.mappedBlocks).toBeLessThan(8);
+    expect(s.pool.getDevice(r.id)!.mappedBlocks).toBeLessThan(8);
     expect(r.stats).toMatchObject({ hardlinks: 2, symlinks: 2 });
   });
 
   it.skipIf(!have('tar') || !have('setfattr'))('a GNU tar (--format=pax --xattrs) of the directory imports to the same tree', async () => {
     const src = makeSourceDir();
-    const tarFile = path.join(t.dir, 'gnu.tar');
-    sh(`tar --format=pax --xattrs --xattrs-include='*' -C '${src}' -cf '${tarFile}' .`, t.dir);
-    const fromDir = await importImage(pool, { name: 'from-dir', source: src });
-    const fromTar = await importImage(pool, { name: 'from-tar', source: tarFile });
+    const tarFile = path.join(s.dir, 'gnu.tar');
+    sh(`tar --format=pax --xattrs --xattrs-include='*' -C '${src}' -cf '${tarFile}' .`, s.dir);
+    const fromDir = await importImage(s.pool, { name: 'from-dir', source: src });
+    const fromTar = await importImage(s.pool, { name: 'from-tar', source: tarFile });
     expect(fromTar.sourceKind).toBe('tar');
     const a = view(fromDir.id, (v) => shape(treeOf(v)));
     const b = view(fromTar.id, (v) => shape(treeOf(v)));
@@ -156,7 +138,7 @@ describe('importing a directory', () => {
 
 describe('importing a tar', () => {
   it('keeps PAX ns times, binary SCHILY xattrs, numeric owners, device nodes, fifos, links', async () => {
-    const file = writeTar(path.join(t.dir, 'l.tar'), [
+    const file = writeTar(path.join(s.dir, 'l.tar'), [
       { path: './', type: 'dir', mode: 0o755 },
       { path: './bin/', type: 'dir', mode: 0o755 },
       {
@@ -179,7 +161,7 @@ describe('importing a tar', () => {
       { path: './home/u/x', data: 'x', uid: 70000, gid: 70001, mode: 0o2640 },
       { path: './tmp/', type: 'dir', mode: 0o1777 },
     ]);
-    const r = await importImage(pool, { name: 'img', source: file });
+    const r = await importImage(s.pool, { name: 'img', source: file });
     view(r.id, (v) => {
       expect(v.getattr('/bin/ping')).toMatchObject({ mode: constants.S_IFREG | 0o4755, nlink: 2, mtimeNs: 1_700_000_000_123_456_789n, atimeNs: 1_700_000_001_500_000_000n });
       expect(v.getxattr('/bin/ping', 'security.capability')).toEqual(CAPS);
@@ -201,35 +183,35 @@ describe('importing a tar', () => {
   });
 
   it('reads gzip tars and reports progress', async () => {
-    const file = writeTar(path.join(t.dir, 'l.tar.gz'), [{ path: 'a/b', data: Buffer.alloc(300 * KiB, 1) }], { gzip: true });
+    const file = writeTar(path.join(s.dir, 'l.tar.gz'), [{ path: 'a/b', data: Buffer.alloc(300 * KiB, 1) }], { gzip: true });
     const seen: ImportProgress[] = [];
-    const r = await importImage(pool, { name: 'img', source: file, onProgress: (p) => seen.push(p) });
+    const r = await importImage(s.pool, { name: 'img', source: file, onProgress: (p) => seen.push(p) });
     view(r.id, (v) => expect(readFile(v, '/a/b').equals(Buffer.alloc(300 * KiB, 1))).toBe(true));
     expect(seen.at(-1)).toMatchObject({ unit: 'bytes', done: fs.statSync(file).size, total: fs.statSync(file).size, entries: 1 });
   });
 
   it('an archive of only its end blocks is an empty layer', async () => {
-    const base = await importImage(pool, { name: 'base', source: writeTar(path.join(t.dir, 'b.tar'), [{ path: 'f', data: 'f' }]) });
-    const r = await importImage(pool, { name: 'empty', source: writeTar(path.join(t.dir, 'e.tar'), []), parent: 'base' });
+    const base = await importImage(s.pool, { name: 'base', source: writeTar(path.join(s.dir, 'b.tar'), [{ path: 'f', data: 'f' }]) });
+    const r = await importImage(s.pool, { name: 'empty', source: writeTar(path.join(s.dir, 'e.tar'), []), parent: 'base' });
     expect(r.stats.entries).toBe(0);
     view(r.id, (v) => expect(namesIn(v, '/')).toEqual(['f']));
     view(base.id, (v) => expect(v.changes()).toEqual([{ path: '/f', kind: 'added' }]));
   });
 
   it('replaces lower entries of another type; merges a directory over a directory', async () => {
-    await importImage(pool, {
+    await importImage(s.pool, {
       name: 'base',
-      source: writeTar(path.join(t.dir, 'b.tar'), [
+      source: writeTar(path.join(s.dir, 'b.tar'), [
         { path: 'd/x', data: 'x' },
         { path: 'f', data: 'f' },
         { path: 'keep/', type: 'dir', mode: 0o700 },
         { path: 'keep/old', data: 'old' },
       ]),
     });
-    const r = await importImage(pool, {
+    const r = await importImage(s.pool, {
       name: 'top',
       parent: 'base',
-      source: writeTar(path.join(t.dir, 't.tar'), [
+      source: writeTar(path.join(s.dir, 't.tar'), [
         { path: 'd', data: 'now a file' },
         { path: 'f/', type: 'dir', mode: 0o750 },
         { path: 'f/inner', data: 'i' },
@@ -247,9 +229,9 @@ describe('importing a tar', () => {
   });
 
   it('whiteouts hide only the layers below, never entries of their own layer, in any order', async () => {
-    await importImage(pool, {
+    await importImage(s.pool, {
       name: 'base',
-      source: writeTar(path.join(t.dir, 'b.tar'), [
+      source: writeTar(path.join(s.dir, 'b.tar'), [
         { path: 'd/lower1', data: '1' },
         { path: 'd/sub/lower2', data: '2' },
         { path: 'e/lowerfile', data: 'e' },
@@ -258,10 +240,10 @@ describe('importing a tar', () => {
         { path: 'x', data: 'x' },
       ]),
     });
-    const r = await importImage(pool, {
+    const r = await importImage(s.pool, {
       name: 'top',
       parent: 'base',
-      source: writeTar(path.join(t.dir, 't.tar'), [
+      source: writeTar(path.join(s.dir, 't.tar'), [
         // entries before the opaque marker of their directory stay
         { path: 'd/', type: 'dir', mode: 0o711 },
         { path: 'd/mine', data: 'm' },
@@ -290,7 +272,7 @@ describe('importing a tar', () => {
       expect(namesIn(v, '/share/doc')).toEqual(['NEW']);
     });
     expect(r.stats).toMatchObject({ whiteouts: 5, opaques: 1 });
-    expect(pool.check().clean).toBe(true);
+    expect(s.pool.check().clean).toBe(true);
   });
 });
 
@@ -299,26 +281,26 @@ describe('refused input leaves the pool as it was', () => {
   let before: { devices: string; used: number; tree: unknown };
 
   beforeEach(async () => {
-    base = (await importImage(pool, { name: 'base', source: writeTar(path.join(t.dir, 'base.tar'), [{ path: 'etc/passwd', data: 'root:x:0:0::/root:/bin/sh\n' }]) })).id;
+    base = (await importImage(s.pool, { name: 'base', source: writeTar(path.join(s.dir, 'base.tar'), [{ path: 'etc/passwd', data: 'root:x:0:0::/root:/bin/sh\n' }]) })).id;
     before = snapshot();
   });
 
   function snapshot() {
     return {
-      devices: JSON.stringify(pool.listDevices(), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
-      used: pool.status().dataUsedBytes,
+      devices: JSON.stringify(s.pool.listDevices(), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
+      used: s.pool.status().dataUsedBytes,
       tree: view(base, (v) => treeOf(v)),
     };
   }
 
   async function refused(source: string, message: RegExp): Promise<void> {
-    await expect(importImage(pool, { name: 'bad', source, parent: 'base' })).rejects.toThrow(message);
-    expect(pool.findDevice('bad')).toBeUndefined();
+    await expect(importImage(s.pool, { name: 'bad', source, parent: 'base' })).rejects.toThrow(message);
+    expect(s.pool.findDevice('bad')).toBeUndefined();
     expect(snapshot()).toEqual(before);
-    expect(pool.check().clean).toBe(true);
+    expect(s.pool.check().clean).toBe(true);
   }
 
-  const tar = (name: string, entries: TarEntry[], opts: { end?: boolean } = {}) => writeTar(path.join(t.dir, name), entries, opts);
+  const tar = (name: string, entries: TarEntry[], opts: { end?: boolean } = {}) => writeTar(path.join(s.dir, name), entries, opts);
   const good: TarEntry[] = [
     { path: 'ok/', type: 'dir' },
     { path: 'ok/data', data: Buffer.alloc(200 * KiB, 9) },
@@ -347,35 +329,35 @@ describe('refused input leaves the pool as it was', () => {
 
   it('refuses truncated, corrupt and non-tar input', async () => {
     const whole = makeTar([...good, { path: 'big', data: Buffer.alloc(100 * KiB, 3) }]);
-    const cut = path.join(t.dir, 'cut.tar');
+    const cut = path.join(s.dir, 'cut.tar');
     fs.writeFileSync(cut, whole.subarray(0, whole.length - 1024 - 50 * KiB));
     await refused(cut, /the tar is truncated inside entry 'big'/);
     await refused(tar('noend.tar', good, { end: false }), /the tar is truncated: it ends after entry 'ok\/data' without its end-of-archive blocks/);
     const bad = Buffer.from(whole);
     bad[512 * 1 + 10] ^= 0xff; // the second header's name
-    const corrupt = path.join(t.dir, 'corrupt.tar');
+    const corrupt = path.join(s.dir, 'corrupt.tar');
     fs.writeFileSync(corrupt, bad);
     await refused(corrupt, /corrupt tar: a header after entry 'ok\/' fails its checksum/);
-    const noise = path.join(t.dir, 'noise.tar');
+    const noise = path.join(s.dir, 'noise.tar');
     fs.writeFileSync(noise, Buffer.alloc(8192, 'not a tar at all '));
     await refused(noise, /not a tar archive/);
-    const empty = path.join(t.dir, 'empty.tar');
+    const empty = path.join(s.dir, 'empty.tar');
     fs.writeFileSync(empty, '');
     await refused(empty, /not a tar archive/);
     const gz = zlib.gzipSync(whole);
-    const gzCut = path.join(t.dir, 'cut.tar.gz');
+    const gzCut = path.join(s.dir, 'cut.tar.gz');
     fs.writeFileSync(gzCut, gz.subarray(0, gz.length >> 1));
     await refused(gzCut, /the gzip stream is truncated or corrupt/);
   });
 
   it('checks name, parent and source before creating anything', async () => {
-    await expect(importImage(pool, { name: 'base', source: tar('x.tar', good) })).rejects.toThrow(/EEXIST: an image or container named 'base' exists/);
-    await expect(importImage(pool, { name: 'n', source: tar('x.tar', good), parent: 'nope' })).rejects.toThrow(/ENOENT: no image named 'nope' \(see `thinfs ls`\), import 'nope'/);
-    pool.createSnapshot(base, 'ctr', { kind: 'container' });
+    await expect(importImage(s.pool, { name: 'base', source: tar('x.tar', good) })).rejects.toThrow(/EEXIST: an image or container named 'base' exists/);
+    await expect(importImage(s.pool, { name: 'n', source: tar('x.tar', good), parent: 'nope' })).rejects.toThrow(/ENOENT: no image named 'nope' \(see `thinfs ls`\), import 'nope'/);
+    s.pool.createSnapshot(base, 'ctr', { kind: 'container' });
     before = snapshot();
-    await expect(importImage(pool, { name: 'n', source: tar('x.tar', good), parent: 'ctr' })).rejects.toThrow(/'ctr' is a container, not an image/);
-    await expect(importImage(pool, { name: 'n', source: path.join(t.dir, 'missing.tar') })).rejects.toThrow(/ENOENT: cannot read the source/);
-    await expect(importImage(pool, { name: 'bad name!', source: tar('x.tar', good) })).rejects.toThrow(/EINVAL: device names are/);
+    await expect(importImage(s.pool, { name: 'n', source: tar('x.tar', good), parent: 'ctr' })).rejects.toThrow(/'ctr' is a container, not an image/);
+    await expect(importImage(s.pool, { name: 'n', source: path.join(s.dir, 'missing.tar') })).rejects.toThrow(/ENOENT: cannot read the source/);
+    await expect(importImage(s.pool, { name: 'bad name!', source: tar('x.tar', good) })).rejects.toThrow(/EINVAL: device names are/);
     expect(snapshot()).toEqual(before);
   });
 });

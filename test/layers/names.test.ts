@@ -11,37 +11,20 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { Header } from 'tar';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Filesystem, fromText } from '../../src/fs/index.js';
 import { exportLayer, importImage } from '../../src/layers/index.js';
-import { GiB, Pool, type DevId } from '../../src/pool/index.js';
+import { GiB, type DevId } from '../../src/pool/index.js';
 import { paxBody } from '../helpers/layers.js';
-import { tmpDir } from '../helpers/tmp.js';
+import { freshPool } from '../helpers/scratch-pool.js';
 import { namesIn, readFile, treeOf } from '../helpers/tree.js';
 
 const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const LONG_DIR = 'd'.repeat(120);
 const LONG_FILE = `${'f'.repeat(60)}\xe9${'g'.repeat(60)}`; // 121 bytes: a PAX path record / GNU long name
 
-let t: { dir: string; cleanup: () => void };
-let pool: Pool;
-beforeEach(() => {
-  t = tmpDir('thinfs-names-layers-');
-  pool = Pool.create(path.join(t.dir, 'pool'), { dataSizeBytes: 1 * GiB, minFreePercent: 0 });
-});
-afterEach(() => {
-  pool.close();
-  t.cleanup();
-});
-
-function view<R>(id: DevId, fn: (v: Filesystem) => R): R {
-  const v = Filesystem.open(pool, id, { readOnly: true });
-  try {
-    return fn(v);
-  } finally {
-    v.close();
-  }
-}
+const s = freshPool('thinfs-names-layers-', { dataSizeBytes: 1 * GiB, minFreePercent: 0 });
+const view = s.view;
 
 /** Run a shell script (in-process pool, no mount: a synchronous child is fine); its stdout as raw bytes. */
 function sh(script: string, cwd: string): Buffer {
@@ -52,7 +35,7 @@ function sh(script: string, cwd: string): Buffer {
 
 /** The source directory, made with printf so every name is exactly the bytes written. */
 function makeByteDir(): string {
-  const src = path.join(t.dir, 'src');
+  const src = path.join(s.dir, 'src');
   fs.mkdirSync(src);
   sh(
     String.raw`
@@ -128,7 +111,7 @@ const pad = (b: Buffer) => Buffer.concat([b, Buffer.alloc((512 - (b.length % 512
 const latin1 = (s: string) => Buffer.from(s, 'latin1');
 
 async function exportTo(id: DevId, file: string, diff = false): Promise<void> {
-  const v = Filesystem.open(pool, id, { readOnly: true });
+  const v = Filesystem.open(s.pool, id, { readOnly: true });
   try {
     const out = fs.createWriteStream(file);
     await exportLayer(v, out, { diff });
@@ -141,7 +124,7 @@ async function exportTo(id: DevId, file: string, diff = false): Promise<void> {
 
 /** Entry names of a tar as GNU tar lists them, raw bytes (no quoting), as byte strings. */
 function tarNames(file: string): string[] {
-  return sh(`tar --quoting-style=literal -tf ${JSON.stringify(file)}`, t.dir)
+  return sh(`tar --quoting-style=literal -tf ${JSON.stringify(file)}`, s.dir)
     .toString('latin1')
     .split('\n')
     .filter((l) => l !== '')
@@ -151,27 +134,27 @@ function tarNames(file: string): string[] {
 describe('names are bytes: import and export', () => {
   it('a directory with names that are not UTF-8 imports byte-exact (names, targets, hard links, xattrs)', async () => {
     const src = makeByteDir();
-    const r = await importImage(pool, { name: 'img', source: src });
+    const r = await importImage(s.pool, { name: 'img', source: src });
     expectByteTree(r.id, { xattrs: have('setfattr') && have('getfattr') });
   });
 
   it.skipIf(!have('tar'))('GNU tar archives of it (pax, gnu, ustar) import the same bytes', async () => {
     const src = makeByteDir();
-    const dirImage = await importImage(pool, { name: 'dir', source: src });
+    const dirImage = await importImage(s.pool, { name: 'dir', source: src });
     const expected = view(dirImage.id, (v) => shape(treeOf(v)));
     for (const format of ['pax', 'gnu']) {
-      const tar = path.join(t.dir, `${format}.tar`);
-      sh(`tar --format=${format} --xattrs --xattrs-include='*' -C src -cf ${tar} .`, t.dir);
-      const r = await importImage(pool, { name: format, source: tar });
+      const tar = path.join(s.dir, `${format}.tar`);
+      sh(`tar --format=${format} --xattrs --xattrs-include='*' -C src -cf ${tar} .`, s.dir);
+      const r = await importImage(s.pool, { name: format, source: tar });
       expectByteTree(r.id, { xattrs: format === 'pax' && have('setfattr') });
       const got = view(r.id, (v) => shape(treeOf(v)));
       if (format === 'pax') expect(got).toEqual(expected);
       else expect(Object.keys(got)).toEqual(Object.keys(expected));
     }
     // ustar has no room for the 121-byte name: only the rest, still byte-exact.
-    const ustar = path.join(t.dir, 'ustar.tar');
+    const ustar = path.join(s.dir, 'ustar.tar');
     sh(`tar --format=ustar -cf ${ustar} ./x* ./l* ./d$'\\xff'`, src);
-    const u = await importImage(pool, { name: 'ustar', source: ustar });
+    const u = await importImage(s.pool, { name: 'ustar', source: ustar });
     view(u.id, (v) => {
       expect(namesIn(v, '/')).toEqual(['d\xff', 'l\xe8', 'x\xc3\xa9', 'x\xe8', 'x\xe9']);
       expect(readFile(v, '/d\xff/caf\xe9').toString()).toBe('cafe');
@@ -200,9 +183,9 @@ describe('names are bytes: import and export', () => {
       pad(Buffer.from('u')),
       Buffer.alloc(1024),
     ]);
-    const file = path.join(t.dir, 'raw.tar');
+    const file = path.join(s.dir, 'raw.tar');
     fs.writeFileSync(file, tar);
-    const r = await importImage(pool, { name: 'raw', source: file });
+    const r = await importImage(s.pool, { name: 'raw', source: file });
     view(r.id, (v) => {
       expect(namesIn(v, '/')).toEqual(['caf\xe8', 'caf\xe9', 'hard\xe9', 'p\xe9', 'pre\xff', 'sym\xe9', fromText('utf8-ü')].sort());
       expect(readFile(v, '/caf\xe9').toString()).toBe('c1');
@@ -218,8 +201,8 @@ describe('names are bytes: import and export', () => {
 
   it.skipIf(!have('tar'))('export writes the bytes back: GNU tar lists and extracts exactly the names imported', async () => {
     const src = makeByteDir();
-    const r = await importImage(pool, { name: 'img', source: src });
-    const file = path.join(t.dir, 'export.tar');
+    const r = await importImage(s.pool, { name: 'img', source: src });
+    const file = path.join(s.dir, 'export.tar');
     await exportTo(r.id, file);
     expect(tarNames(file)).toEqual(
       [
@@ -235,35 +218,35 @@ describe('names are bytes: import and export', () => {
         'x\xe9',
       ].sort(),
     );
-    const out = path.join(t.dir, 'out');
+    const out = path.join(s.dir, 'out');
     fs.mkdirSync(out);
-    const extract = spawnSync('tar', ['-C', 'out', '--xattrs', '--xattrs-include=*', '-xf', file], { cwd: t.dir });
+    const extract = spawnSync('tar', ['-C', 'out', '--xattrs', '--xattrs-include=*', '-xf', file], { cwd: s.dir });
     expect([extract.status, extract.stderr.toString()]).toEqual([0, '']); // no warning either
     expect(hostTree(out)).toEqual(hostTree(src));
     if (have('getfattr') && have('setfattr')) {
-      expect(sh(String.raw`getfattr --only-values -n "$(printf 'user.n\xe9')" "$(printf 'out/x\xe9')"`, t.dir).toString()).toBe('v');
+      expect(sh(String.raw`getfattr --only-values -n "$(printf 'user.n\xe9')" "$(printf 'out/x\xe9')"`, s.dir).toString()).toBe('v');
     }
     // And back in: the export imports to the same tree.
-    const again = await importImage(pool, { name: 'again', source: file });
+    const again = await importImage(s.pool, { name: 'again', source: file });
     expectByteTree(again.id, { xattrs: have('setfattr') && have('getfattr') });
   });
 
   it.skipIf(!have('tar'))('export --diff: whiteouts of byte names (long ones in PAX records) hide exactly those names', async () => {
     const src = makeByteDir();
-    const base = await importImage(pool, { name: 'base', source: src });
-    const c = pool.createSnapshot(base.id, 'c', { kind: 'container' });
-    const w = Filesystem.open(pool, c);
+    const base = await importImage(s.pool, { name: 'base', source: src });
+    const c = s.pool.createSnapshot(base.id, 'c', { kind: 'container' });
+    const w = Filesystem.open(s.pool, c);
     w.unlink('/x\xe9');
     w.unlink(`/${LONG_DIR}/${LONG_FILE}`);
     w.rename('/x\xe8', '/x\xe8\xe8');
     w.close();
-    pool.setReadOnly(c);
-    pool.commit();
-    const file = path.join(t.dir, 'diff.tar');
+    s.pool.setReadOnly(c);
+    s.pool.commit();
+    const file = path.join(s.dir, 'diff.tar');
     await exportTo(c, file, true);
     // The long directory lost an entry (its times changed); x\xe8's inode changed under both names (rename: ctime).
     expect(tarNames(file)).toEqual(['.wh.x\xe8', '.wh.x\xe9', `${LONG_DIR}/`, `${LONG_DIR}/.wh.${LONG_FILE}`, 'd\xff/hard\xe8', 'x\xe8\xe8'].sort());
-    const again = await importImage(pool, { name: 'again', source: file, parent: 'base' });
+    const again = await importImage(s.pool, { name: 'again', source: file, parent: 'base' });
     view(again.id, (v) => {
       expect(namesIn(v, '/')).toEqual([LONG_DIR, 'd\xff', 'l\xe8', 'x\xc3\xa9', 'x\xe8\xe8']);
       expect(namesIn(v, `/${LONG_DIR}`)).toEqual([]);

@@ -37,6 +37,7 @@ import * as fc from 'fast-check';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isThinfsError } from '../../src/errors.js';
 import { KiB, Pool, type DevId, type FileKey, type IoOp } from '../../src/pool/index.js';
+import { codeOf, pattern } from '../helpers/data.js';
 import { FaultPlan, type FaultCode } from '../helpers/faults.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -666,21 +667,6 @@ const K1 = 1 as FileKey;
 const K2 = 2 as FileKey;
 const K3 = 3 as FileKey;
 
-/** Bytes that are never zero, different per offset (a zeroed range shows). */
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let i = 0; i < len; i++) b[i] = ((i * 31 + seed) % 255) + 1;
-  return b;
-}
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(isThinfsError(err), `threw ${String(err)}`).toBe(true);
-    return (err as { code: string }).code;
-  }
-  return 'no error';
-}
 /** What a reopen must give back: counters, devices with their counts, every byte of each key. */
 function stateOf(p: Pool): unknown {
   const st = p.status();

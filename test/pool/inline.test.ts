@@ -11,8 +11,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isThinfsError } from '../../src/errors.js';
 import { KiB, MiB, Pool, type FileKey, type ThinDevice } from '../../src/pool/index.js';
+import { codeOf, pattern } from '../helpers/data.js';
 import { FaultPlan } from '../helpers/faults.js';
 import { tmpDir } from '../helpers/tmp.js';
 
@@ -36,25 +36,10 @@ afterEach(() => {
   t.cleanup();
 });
 
-/** Bytes that are never zero, different per offset. */
-function pattern(len: number, seed: number): Buffer {
-  const b = Buffer.alloc(len);
-  for (let i = 0; i < len; i++) b[i] = ((i * 31 + seed) % 255) + 1;
-  return b;
-}
 function readAll(d: ThinDevice, key: FileKey, len: number): Buffer {
   const buf = Buffer.alloc(len, 0xee);
   d.read(key, 0, buf);
   return buf;
-}
-function codeOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    expect(isThinfsError(err), `threw ${String(err)}`).toBe(true);
-    return (err as { code: string }).code;
-  }
-  return 'no error';
 }
 function newPool(opts: Parameters<typeof Pool.create>[1] = {}): Pool {
   return Pool.create(t.dir, { dataSizeBytes: 64 * MiB, minFreePercent: 0, ...opts });
