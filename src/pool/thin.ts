@@ -324,9 +324,9 @@ export class BlockIo {
   }
 
   /** See ThinDevice.write; the caller runs it atomically. Data lands before mappings (top of file). */
-  write(dev: DevId, key: FileKey, offsetBytes: number, data: Uint8Array): void {
+  write(dev: DevId, key: FileKey, offsetBytes: number, data: Uint8Array): boolean {
     const len = data.byteLength;
-    if (len === 0) return;
+    if (len === 0) return false;
     const d = this.pool.requireWritableDevice(dev, 'write');
     const bs = this.pool.blockSizeBytes;
     const fb0 = Math.floor(offsetBytes / bs);
@@ -399,6 +399,7 @@ export class BlockIo {
       }
     }
     this.account(dev, key, top, dMapped, dOwned, dInlineMapped, dInlineOwned);
+    return steps.some((s) => s.kind !== 'inplace');
   }
 
   /**
@@ -688,10 +689,11 @@ export class ThinDevice {
   /**
    * Write `data` at `offsetBytes` of `key` (allocate-on-demand, one-block copy-on-write,
    * small blocks inline). On failure (ENOSPC: pool, device limit, host or metadata disk
-   * full; EIO) no mapping or count changed.
+   * full; EIO) no mapping or count changed. Returns true when a mapping changed (false:
+   * every byte went in place into own pool blocks, so a blockMap taken before still holds).
    */
-  write(key: FileKey, offsetBytes: number, data: Uint8Array): void {
-    this.pool.atomically('write', () => this.io.write(this.id, key, offsetBytes, data));
+  write(key: FileKey, offsetBytes: number, data: Uint8Array): boolean {
+    return this.pool.atomically('write', () => this.io.write(this.id, key, offsetBytes, data));
   }
 
   /** Free own blocks, drop own inline rows and hide lower ones in file blocks [fromBlock, toBlock). All or nothing. */

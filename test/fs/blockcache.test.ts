@@ -80,10 +80,16 @@ describe('the block cache contract', () => {
     fs.commit();
     cache.take();
 
-    fs.write(fh, BS, Buffer.alloc(100, 1)); // in place into an own block: still dropped (the size might change)
-    expect(cache.take()).toEqual([`drop ${ino}`]);
+    fs.write(fh, BS, Buffer.alloc(100, 1)); // in place into an own block, inside the size: the mappings hold
+    expect(cache.take()).toEqual([]);
+    fs.write(fh, 4 * BS - 10, Buffer.alloc(100, 1)); // grows the file: its size changes
+    expect(cache.take()).toContain(`drop ${ino}`);
+    fs.write(fh, 6 * BS, Buffer.alloc(BS, 1)); // past the end: a fresh block (and the size)
+    expect(cache.take()).toContain(`drop ${ino}`);
+    fs.commit();
+    cache.take();
 
-    fs.setattrIno(ino, { size: BS }); // frees 3 blocks
+    fs.setattrIno(ino, { size: BS }); // frees 5 blocks
     expect(cache.take()).toEqual([`drop ${ino}`]);
     fs.commit(); // the commit that frees them: quiesce before they are punched / reusable
     expect(cache.take()).toEqual(['quiesce']);
@@ -96,6 +102,26 @@ describe('the block cache contract', () => {
     expect(cache.take()).toContain(`drop ${ino}`);
     fs.commit();
     expect(cache.take()).toEqual(['quiesce']);
+  });
+
+  it('drops an inode when a write copies a lower block or fills a hole inside the file', () => {
+    const { ino, fh } = create('f', Buffer.alloc(4 * BS, 7));
+    fs.setattrIno(ino, { size: 8 * BS }); // blocks 4..7: holes inside the size
+    fs.release(fh);
+    fs.close();
+    const img = pool.createSnapshot(dev, 'img0', { readOnly: true });
+    const c = pool.createSnapshot(img, 'c0');
+    fs = Filesystem.open(pool, c);
+    fs.attachBlockCache(cache);
+    const h = fs.openIno(ino, O_RDWR);
+    cache.take();
+    fs.write(h, 0, Buffer.alloc(10, 1)); // block 0 is the image's: copied
+    expect(cache.take()).toEqual([`drop ${ino}`]);
+    fs.write(h, 5 * BS, Buffer.alloc(BS, 1)); // a hole inside the file: allocated
+    expect(cache.take()).toEqual([`drop ${ino}`]);
+    fs.write(h, 5 * BS + 100, Buffer.alloc(10, 2)); // now own: in place
+    expect(cache.take()).toEqual([]);
+    fs.release(h);
   });
 
   it('drops everything (and lets in-flight I/O end) when an operation rolls back and when the device is snapshotted', () => {
