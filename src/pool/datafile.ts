@@ -43,6 +43,10 @@ export function hostError(err: unknown, syscall: string, file: string): Error {
 
 export class DataFile {
   private punchSupported = true;
+  /** A punch failed this session: some free block may hold old bytes. */
+  private punchFailed = false;
+  /** Every free block was punched when the pool opened (Pool, markFreeBlocksPunched). */
+  private freePunched = false;
 
   constructor(
     readonly path: string,
@@ -159,6 +163,21 @@ export class DataFile {
     }
   }
 
+  /**
+   * True while every block the space map can hand out reads as zeros: all free blocks were
+   * punched at open (markFreeBlocksPunched), every punch since succeeded, blocks past the
+   * high-water mark are holes (punched at open too). Then a write into a fresh block needs
+   * to write only its own bytes.
+   */
+  get freshBlocksReadZero(): boolean {
+    return this.freePunched && this.punchSupported && !this.punchFailed;
+  }
+
+  /** The pool punched every free block (at open). */
+  markFreeBlocksPunched(): void {
+    this.freePunched = !this.punchFailed;
+  }
+
   /** Punch blocks [startBlock, startBlock + lenBlocks); best-effort (see the top). */
   punchRange(startBlock: number, lenBlocks: number): void {
     if (lenBlocks <= 0 || !this.punchSupported) return;
@@ -167,6 +186,7 @@ export class DataFile {
       punchHole(this.fd, startBlock * this.blockSizeBytes, lenBlocks * this.blockSizeBytes);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
+      this.punchFailed = true;
       if (code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'ENOSYS') {
         this.punchSupported = false;
         log.warn({ err }, 'the data file system cannot punch holes: freed space is not returned to the host');

@@ -161,8 +161,8 @@ interface KeyAlloc {
 type Step =
   /** Overwrite in place, inside an own pool block. */
   | { fb: FBlock; kind: 'inplace'; pos: number; buf: Uint8Array }
-  /** A fresh pool block with `buf` (a whole block). */
-  | { fb: FBlock; kind: 'pool'; buf: Uint8Array; pb?: PBlock }
+  /** A fresh pool block with `buf` at `off` (a whole block at 0, or only the written bytes when the rest reads as zeros). */
+  | { fb: FBlock; kind: 'pool'; buf: Uint8Array; off?: number; pb?: PBlock }
   /** An inline row with these bytes (1..inline_max long). */
   | { fb: FBlock; kind: 'inline'; data: Uint8Array };
 
@@ -171,6 +171,8 @@ export interface BlockPool {
   readonly blockSizeBytes: number;
   /** Blocks whose bytes end at most this far in are stored inline; 0: never. */
   readonly inlineMaxBytes: number;
+  /** Every block allocateBlocks hands out reads as zeros (never used, or punched): a write may fill only its part. */
+  readonly freshBlocksReadZero: boolean;
   readonly root: string;
   /** Run `fn` as one atomic operation: all of it, or nothing (see pool.ts). */
   atomically<T>(op: string, fn: () => T): T;
@@ -377,7 +379,7 @@ export class BlockIo {
       if (s.kind === 'inplace') writes.push({ pos: s.pos, buf: s.buf });
       else if (s.kind === 'pool') {
         s.pb = fresh[next++]!;
-        writes.push({ pos: this.data.pos(s.pb), buf: s.buf });
+        writes.push({ pos: this.data.pos(s.pb, s.off ?? 0), buf: s.buf });
       }
     }
     try {
@@ -388,6 +390,9 @@ export class BlockIo {
       this.data.punchBlocks(fresh);
       throw err;
     }
+    // Should the operation fail later, the fresh blocks go back to the free list holding
+    // these bytes: punch them, so that they read as zeros when handed out again.
+    if (fresh.length > 0) this.pool.onRollback(() => this.data.punchBlocks(fresh));
     // Only now the rows: a failed pwrite above left every row (an inline one too) as it was.
     // (A pool block replacing an own inline block drops its bytes: the trigger, metadata.ts.)
     for (const s of steps) {
@@ -421,8 +426,11 @@ export class BlockIo {
       }
     }
     if (slice.byteLength === bs) return { fb, kind: 'pool', buf: slice }; // a whole block: no copy
+    // Nothing below: a fresh block that reads as zeros takes only the written bytes (no 64 KiB
+    // write, and the host keeps the rest of the block unallocated).
+    if ((visible === undefined || visible === null) && this.pool.freshBlocksReadZero) return { fb, kind: 'pool', buf: slice, off: offsetInBlock };
     // A partial block starts from the lower pool block (copy-on-write), the inline bytes, or
-    // zeros. (A fresh block may hold stale bytes, a punch that failed: write all of it.)
+    // zeros. (A fresh block may hold stale bytes when a punch failed: write all of it.)
     const block = Buffer.alloc(bs);
     if (typeof visible === 'number') this.data.readBlock(visible, 0, block);
     else if (isInline(visible)) visible.data!.copy(block, 0, 0, Math.min(bs, visible.len));
