@@ -81,13 +81,14 @@ struct ll_blockmap {
   int fd;                  /* our dup of the pool's data file */
   unsigned shift;          /* log2 of the block size */
   int writes;              /* writes may be served here */
+  int opens;               /* read-only opens of known files answered here (fh 0, keep_cache) */
   bm_inode_t *buckets[BM_BUCKETS];
   size_t bytes;            /* held by the map */
   uint64_t epoch;
   uint64_t active[2];
   int waiters;
   /* counters (under lock) */
-  uint64_t reads, read_bytes, writes_n, write_bytes, write_errors, read_errors, fills, drops, quiesce_waits;
+  uint64_t reads, read_bytes, writes_n, write_bytes, write_errors, read_errors, fills, drops, quiesce_waits, opens_n;
 };
 
 static const char *bm_zeros;
@@ -336,6 +337,37 @@ int bm_write(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, const char *buf, s
   return 1;
 }
 
+/*
+ * OPEN of a file the map knows, read-only (no O_TRUNC/O_APPEND/O_CREAT): answered here with
+ * fh 0 and keep_cache, so reading a file again warm (its pages cached) costs no request to
+ * JS at all; RELEASE of fh 0 is answered here too. JS handles never have fh 0 (fs
+ * handles.ts counts from 1), and a READ with fh 0 that reaches JS reads by inode. The
+ * inode's lifetime needs no handle: the kernel holds a lookup of an open file (no FORGET
+ * until it is closed). Permissions are the kernel's (default_permissions) or the mounting
+ * user's, as for every open.
+ */
+int bm_open(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  ll_blockmap_t *m = s->bm;
+  if (m == NULL) return 0;
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_APPEND | O_CREAT | O_EXCL)) != 0) return 0;
+  pthread_mutex_lock(&m->lock);
+  int known = m->opens && bm_find(m, ino) != NULL;
+  if (known) m->opens_n++;
+  pthread_mutex_unlock(&m->lock);
+  if (!known) return 0;
+  fi->fh = 0;
+  fi->keep_cache = 1;
+  fi->direct_io = 0;
+  fuse_reply_open(req, fi);
+  return 1;
+}
+
+int bm_release(ll_session_t *s, fuse_req_t req, struct fuse_file_info *fi) {
+  if (s->bm == NULL || fi->fh != 0) return 0;
+  fuse_reply_err(req, 0);
+  return 1;
+}
+
 void bm_destroy(ll_blockmap_t *m) {
   if (m == NULL) return;
   bm_drop_all(m);
@@ -357,18 +389,20 @@ static ll_session_t *bm_session(napi_env env, napi_value v) {
 }
 
 /*
- * bm_configure(session, fd, blockShift, writes): serve reads (and, with writes, writes into
- * own blocks) from the data file `fd` (dup'ed: the session keeps its own descriptor).
- * Call before the first fill; again to change `writes` (the map is dropped).
+ * bm_configure(session, fd, blockShift, writes, opens): serve reads (and, with writes, writes
+ * into own blocks; with opens, read-only opens of known files: bm_open) from the data file
+ * `fd` (dup'ed: the session keeps its own descriptor). Call before the first fill; again to
+ * change `writes`/`opens` (the map is dropped).
  */
 static napi_value js_bm_configure(napi_env env, napi_callback_info info) {
-  ARGS(4)
+  ARGS(5)
   ll_session_t *s = bm_session(env, argv[0]);
   if (s == NULL) return NULL;
   int fd = (int) num_of(env, argv[1], -1);
   unsigned shift = (unsigned) num_of(env, argv[2], 0);
-  bool writes = false;
+  bool writes = false, opens = false;
   napi_get_value_bool(env, argv[3], &writes);
+  napi_get_value_bool(env, argv[4], &opens);
   if (shift < 12 || shift > 30) {
     napi_throw_range_error(env, NULL, "blockmap: block size must be 4 KiB .. 1 GiB");
     return NULL;
@@ -378,6 +412,7 @@ static napi_value js_bm_configure(napi_env env, napi_callback_info info) {
     pthread_mutex_lock(&m->lock);
     bm_drop_all(m);
     m->writes = writes;
+    m->opens = opens;
     pthread_mutex_unlock(&m->lock);
     return js_bool(env, 1);
   }
@@ -394,6 +429,7 @@ static napi_value js_bm_configure(napi_env env, napi_callback_info info) {
   }
   m->shift = shift;
   m->writes = writes;
+  m->opens = opens;
   pthread_mutex_init(&m->lock, NULL);
   pthread_cond_init(&m->drained, NULL);
   /* Published before the first fill; the hooks read s->bm once per request. */
@@ -514,13 +550,13 @@ static napi_value js_bm_quiesce(napi_env env, napi_callback_info info) {
   return js_bool(env, 1);
 }
 
-/* bm_stats(session) -> [reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld] */
+/* bm_stats(session) -> [reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld, opens] */
 static napi_value js_bm_stats(napi_env env, napi_callback_info info) {
   ARGS(1)
   ll_session_t *s = bm_session(env, argv[0]);
   if (s == NULL) return NULL;
   ll_blockmap_t *m = s->bm;
-  double v[10] = { 0 };
+  double v[11] = { 0 };
   if (m != NULL) {
     pthread_mutex_lock(&m->lock);
     v[0] = (double) m->reads;
@@ -533,11 +569,12 @@ static napi_value js_bm_stats(napi_env env, napi_callback_info info) {
     v[7] = (double) m->drops;
     v[8] = (double) m->quiesce_waits;
     v[9] = (double) m->bytes;
+    v[10] = (double) m->opens_n;
     pthread_mutex_unlock(&m->lock);
   }
   napi_value arr;
-  napi_create_array_with_length(env, 10, &arr);
-  for (uint32_t i = 0; i < 10; i++) napi_set_element(env, arr, i, js_num(env, v[i]));
+  napi_create_array_with_length(env, 11, &arr);
+  for (uint32_t i = 0; i < 11; i++) napi_set_element(env, arr, i, js_num(env, v[i]));
   return arr;
 }
 

@@ -236,6 +236,7 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 }
 
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if (bm_open(SESSION(req), req, ino, fi)) return;
   NEW_ITEM(it, OP_OPEN, 0);
   it->a[A_INO] = ino;
   it->a[A_U1] = fi->flags;
@@ -288,6 +289,7 @@ static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) 
 }
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if (bm_release(SESSION(req), req, fi)) return;
   NEW_ITEM(it, OP_RELEASE, 0);
   it->a[A_INO] = ino;
   it->a[A_FH] = (double) fi->fh;

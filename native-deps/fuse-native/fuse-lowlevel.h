@@ -208,6 +208,9 @@ void ll_export_replies(napi_env env, napi_value exports);
 /* Worker threads: 1 = answered here; 0 = not in the map (JS answers, then fills it); -1 = JS answers. */
 int bm_read(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, uint64_t fh);
 int bm_write(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, uint64_t fh);
+/* Worker threads: read-only OPEN of a known file (fh 0), RELEASE of fh 0; 1 = answered here. */
+int bm_open(ll_session_t *s, fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+int bm_release(ll_session_t *s, fuse_req_t req, struct fuse_file_info *fi);
 /* After the workers have stopped. */
 void bm_destroy(ll_blockmap_t *m);
 /* JS thread: bm_configure, bm_fill, bm_drop, bm_quiesce, bm_stats. */

@@ -367,10 +367,14 @@ class FuseLowLevel extends EventEmitter {
 
   // ---- the C hot path (fuse-lowlevel-blockmap.c): READ/WRITE served in the workers ----
 
-  /** Serve reads of mapped blocks from data file `fd` (dup'ed), and writes into own blocks when `writes`; blocks are 2^blockShift bytes. */
-  blockMapConfigure (fd, blockShift, writes) {
+  /**
+   * Serve reads of mapped blocks from data file `fd` (dup'ed), writes into own blocks when
+   * `writes`, read-only opens of known files when `opens` (fh 0, keep_cache; a read with fh 0
+   * that reaches JS reads by inode); blocks are 2^blockShift bytes.
+   */
+  blockMapConfigure (fd, blockShift, writes, opens) {
     if (this._session === null || this.ended) return false
-    return binding.bm_configure(this._session, fd, blockShift, writes === true)
+    return binding.bm_configure(this._session, fd, blockShift, writes === true, opens === true)
   }
 
   /** Entries (Float64Array: pool block * 2 + own, -1 zeros, -2 JS) of blocks [firstBlock, firstBlock + count) of ino, one chunk of 256 blocks; size: the file's. */
@@ -391,11 +395,11 @@ class FuseLowLevel extends EventEmitter {
     return binding.bm_quiesce(this._session)
   }
 
-  /** { reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld } of the C side. */
+  /** { reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld, opens } of the C side. */
   blockMapStats () {
-    const v = this._session === null ? new Array(10).fill(0) : binding.bm_stats(this._session)
-    const [reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld] = v
-    return { reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld }
+    const v = this._session === null ? new Array(11).fill(0) : binding.bm_stats(this._session)
+    const [reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld, opens] = v
+    return { reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld, opens }
   }
 
   /** { requests, batches, maxBatch, outstanding, nocapHits }: requests dispatched to JS, the wake-ups that carried them, the largest batch, requests not yet answered, getxattr answered in C. */

@@ -690,6 +690,16 @@ export class Filesystem {
     return this.data.read(inode, offsetBytes, length);
   }
 
+  /** read() by inode, without a handle (a read-only open answered outside JS: the FUSE C hot path). */
+  readIno(ino: Ino, offsetBytes: number, length: number): Buffer {
+    this.sync();
+    const inode = this.liveInode(ino, 'read');
+    if (isDir(inode.mode)) throw fail('EISDIR', 'read', whereIno(ino));
+    if (!isReg(inode.mode)) throw fail('EINVAL', 'read', whereIno(ino), 'not a regular file');
+    if (!(offsetBytes >= 0) || !(length >= 0)) throw fail('EINVAL', 'read', whereIno(ino));
+    return this.data.read(inode, offsetBytes, length);
+  }
+
   /** Write `data` at `offsetBytes` (at the end for O_APPEND handles); returns bytes written. */
   write(fh: Fh, offsetBytes: number, data: Uint8Array): number {
     return this.mutate('write', `fh ${fh}`, () => {
@@ -726,6 +736,11 @@ export class Filesystem {
       checkTruncate(inode, size, `fh ${fh}`);
       this.truncateTo(inode, size);
     });
+  }
+
+  /** fsync without a handle: everything written so far is durable on return (a view that takes no writes has nothing to make durable). */
+  syncAll(): void {
+    if (!this.readOnly) this.pool.commit();
   }
 
   /** fsync/fdatasync: everything written so far (this file's data and mappings included) is durable on return. */

@@ -13,6 +13,8 @@
  *    inode's blocks or size change, when mappings change under everything (a rolled-back
  *    operation or transaction, a snapshot of this device), and before freed blocks are
  *    punched or reused. Forgotten inodes are dropped too (memory).
+ *  - opens: a read-only OPEN of a file the map knows is answered in C with fh 0 (and its
+ *    RELEASE): reading a file again, warm, reaches JS not at all. ll-ops reads fh 0 by inode.
  *  - writes: served in C only on a view that takes writes, with the writeback cache (the
  *    kernel then keeps size and mtime itself and sends them with SETATTR, ll-ops.ts), and
  *    only inside the file's size, into own pool blocks. Before an fsync is answered (and
@@ -35,6 +37,8 @@ export class KernelBlockMap {
     private readonly fs: Filesystem,
     /** In-place writes may be served in C (a writable view with the writeback cache). */
     private readonly writes: boolean,
+    /** Read-only opens of files the map knows may be answered in C (the mount keeps pages across opens: keep_cache). */
+    private readonly opens: boolean,
   ) {
     const { blockSizeBytes } = fs.dataFile();
     this.blockShift = Math.log2(blockSizeBytes);
@@ -43,7 +47,7 @@ export class KernelBlockMap {
 
   /** Start serving from the session: configure the C side, then hear of every change. */
   attach(session: LowLevelSession): void {
-    session.blockMapConfigure(this.fs.dataFile().fd, this.blockShift, this.writes);
+    session.blockMapConfigure(this.fs.dataFile().fd, this.blockShift, this.writes, this.opens);
     this.session = session;
     this.fs.attachBlockCache(this);
   }

@@ -45,7 +45,7 @@ export interface CountersSnapshot {
    * Of those, the reads and writes the C hot path answered in libfuse's workers (fuse/blockmap.ts):
    * counted in bytesRead/bytesWritten and reads/writes, not in ops (no latency is measured there).
    */
-  native: { reads: number; writes: number; readErrors: number; writeErrors: number };
+  native: { reads: number; writes: number; readErrors: number; writeErrors: number; opens: number };
 }
 
 /** What the C hot path counted (LowLevelSession.blockMapStats). */
@@ -56,6 +56,8 @@ export interface NativeCounts {
   writes: number;
   writeBytes: number;
   writeErrors: number;
+  /** Read-only opens (and their releases) answered in C. */
+  opens: number;
 }
 
 class OpCounter {
@@ -147,7 +149,7 @@ export class MountCounters {
       ops[op] = c.stats();
       total.merge(c);
     }
-    const n = this.native?.() ?? { reads: 0, readBytes: 0, readErrors: 0, writes: 0, writeBytes: 0, writeErrors: 0 };
+    const n = this.native?.() ?? { reads: 0, readBytes: 0, readErrors: 0, writes: 0, writeBytes: 0, writeErrors: 0, opens: 0 };
     return {
       since: this.since.toISOString(),
       ops,
@@ -156,7 +158,7 @@ export class MountCounters {
       bytesWritten: this.bytesWritten + n.writeBytes,
       reads: this.reads + n.reads,
       writes: this.writes + n.writes,
-      native: { reads: n.reads, writes: n.writes, readErrors: n.readErrors, writeErrors: n.writeErrors },
+      native: { reads: n.reads, writes: n.writes, readErrors: n.readErrors, writeErrors: n.writeErrors, opens: n.opens },
     };
   }
 }

@@ -168,7 +168,8 @@ export function makeLowLevelOps(fs: Filesystem, cfg: LlOpsConfig) {
     },
     open: (ino, flags) => opened(fs.openIno(ino, openFlags(flags))),
     read: (ino, size, offset, fh, miss) => {
-      const data = fs.read(fh, offset, size);
+      // fh 0: an open the C hot path answered (read-only, no handle): read by inode.
+      const data = fh === 0 ? fs.readIno(ino, offset, size) : fs.read(fh, offset, size);
       counters?.read(data.length);
       if (miss) blockMap?.fill(ino, offset, size);
       return data;
@@ -185,7 +186,8 @@ export function makeLowLevelOps(fs: Filesystem, cfg: LlOpsConfig) {
     },
     fsync: (_ino, datasync, fh) => {
       blockMap?.noteWrites();
-      fs.fsync(fh, datasync);
+      if (fh === 0) fs.syncAll(); // a read-only open the C hot path answered
+      else fs.fsync(fh, datasync);
     },
     release: (_ino, fh) => fs.release(fh),
 

@@ -320,6 +320,8 @@ export interface BlockMapStats {
   drops: number;
   quiesceWaits: number;
   bytesHeld: number;
+  /** Read-only opens answered in C (fh 0). */
+  opens: number;
 }
 
 /** Entries of a block map fill: one chunk of at most this many blocks, starting at a multiple of it. */
@@ -370,7 +372,7 @@ interface RawSession {
   notifyDelete(parent: number, child: number, name: ByteString, cb: RawCb): void;
   stats(): SessionStats;
   noSecurityCapability(ino?: number, none?: boolean): void;
-  blockMapConfigure(fd: number, blockShift: number, writes: boolean): boolean;
+  blockMapConfigure(fd: number, blockShift: number, writes: boolean, opens: boolean): boolean;
   blockMapFill(ino: number, size: number, firstBlock: number, entries: Float64Array, count?: number): boolean;
   blockMapDrop(ino?: number): boolean;
   blockMapQuiesce(): boolean;
@@ -517,9 +519,13 @@ export class LowLevelSession {
   // ---- the C hot path: READ of mapped blocks and WRITE into own blocks answered in the
   // libfuse workers from a block map (fuse-lowlevel-blockmap.c; fuse/blockmap.ts fills it)
 
-  /** Serve from the pool's data file `fd` (blocks of 2^blockShift bytes); in-place writes into own blocks too when `writes`. */
-  blockMapConfigure(fd: number, blockShift: number, writes: boolean): void {
-    this.session.blockMapConfigure(fd, blockShift, writes);
+  /**
+   * Serve from the pool's data file `fd` (blocks of 2^blockShift bytes); in-place writes into
+   * own blocks too when `writes`; read-only opens of files the map knows when `opens` (fh 0,
+   * keep_cache: a READ with fh 0 that reaches JS reads by inode, a RELEASE of fh 0 never does).
+   */
+  blockMapConfigure(fd: number, blockShift: number, writes: boolean, opens: boolean): void {
+    this.session.blockMapConfigure(fd, blockShift, writes, opens);
   }
 
   /** Blocks [firstBlock, firstBlock + entries.length) of `ino` (one chunk, BLOCK_MAP_CHUNK), and its size. */

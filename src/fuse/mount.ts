@@ -100,7 +100,7 @@ export class FuseMount {
     for (const w of o.warnings) log.warn({ mount: spec.name }, w);
     const counters = spec.counters;
     // In-place writes in C need the writeback cache: the kernel then keeps size and mtime (blockmap.ts).
-    const blockMap = new KernelBlockMap(spec.fs, !spec.readOnly && o.options.writebackCache === true);
+    const blockMap = new KernelBlockMap(spec.fs, !spec.readOnly && o.options.writebackCache === true, o.keepCache);
     const handlers = makeLowLevelOps(spec.fs, {
       uids: spec.uids ?? new IdMap(),
       gids: spec.gids ?? new IdMap(),

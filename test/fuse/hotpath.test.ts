@@ -23,6 +23,7 @@ interface Native {
   writes: number;
   readErrors: number;
   writeErrors: number;
+  opens: number;
 }
 
 describe.skipIf(skip !== undefined)('the C hot path', () => {
@@ -117,6 +118,28 @@ describe.skipIf(skip !== undefined)('the C hot path', () => {
     expect(img.equals(Buffer.alloc(orig.length))).toBe(false);
     await pool.umount('c3');
     await pool.umount('c2');
+  });
+
+  it('a file read once opens and reads again, warm, without a request reaching the daemon\'s JS', async () => {
+    const mnt = await pool.mount('c1');
+    const jsOps = async (): Promise<Record<string, number>> => {
+      const r = await pool.cli('stats', 'c1', '--json');
+      const m = (JSON.parse(r.stdout) as { mounts: { name: string; counters: { ops: Record<string, { count: number }> } }[] }).mounts.find((x) => x.name === 'c1')!;
+      return Object.fromEntries(Object.entries(m.counters.ops).map(([k, v]) => [k, v.count]));
+    };
+    await shOk(`cat "${mnt}/big" > /dev/null`); // the first time through JS: the map learns the file
+    const before = await jsOps();
+    const n0 = await native('c1');
+    const sum = await shOk(`for i in 1 2 3; do sha256sum < "${mnt}/big"; done | sort -u`);
+    expect(sum).toBe(await shOk(`sha256sum < "${src}/big"`));
+    const after = await jsOps();
+    const n1 = await native('c1');
+    expect(n1.opens - n0.opens).toBe(3);
+    expect(after.open ?? 0).toBe(before.open ?? 0);
+    expect(after.release ?? 0).toBe(before.release ?? 0);
+    // A handle the C side opened still reads (by inode) what the map does not know, and fsyncs.
+    await shOk(`python3 -c "import os; fd = os.open('${mnt}/big', os.O_RDONLY); os.fsync(fd); assert len(os.pread(fd, 10, 5)) == 10"`);
+    await pool.umount('c1');
   });
 
   it('a commit and an export of a mounted container take what was written without fsync (the kernel writes its cached pages back first)', async () => {
