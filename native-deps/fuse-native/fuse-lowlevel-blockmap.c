@@ -47,8 +47,10 @@
  * metadata changed. Durability: the bytes are in the data file's page cache; JS's fsync
  * handler fdatasyncs the data file when this side wrote since (the write counter).
  *
- * Memory: at most BM_MAX_BYTES of map per session; past that everything is dropped and
- * refilled on demand (one resolve per 16 MiB of file).
+ * Memory: at most BM_MAX_BYTES (4 MiB: ~500k block entries, 32 GiB of 64 KiB blocks, or
+ * ~60k small files) of map per session, so 50 mounted containers stay within the daemon's
+ * RSS budget; past that everything is dropped and refilled on demand (one resolve per
+ * 16 MiB of file).
  */
 #include "fuse-lowlevel.h"
 
@@ -57,7 +59,7 @@
 #define BM_ZERO (-1)
 #define BM_JS (-2)
 #define BM_BUCKETS 4096
-#define BM_MAX_BYTES (8u * 1024 * 1024)
+#define BM_MAX_BYTES (4u * 1024 * 1024)
 /* Blocks one request may touch here (1 MiB requests of 64 KiB blocks touch 17). */
 #define BM_MAX_SEGS 64
 #define BM_ZEROS_LEN (1024 * 1024)
