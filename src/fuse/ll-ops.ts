@@ -150,7 +150,11 @@ export function makeLowLevelOps(fs: Filesystem, cfg: LlOpsConfig) {
     rename: (parent, name, newParent, newName, flags) => fs.renameAt(parent, name, newParent, newName, flags),
 
     // ---------------------------------------------------------------- directories
-    opendir: (ino) => ({ fh: fs.opendirIno(ino) }),
+    // The kernel may keep a directory's listing across opens (cache_readdir + keep_cache):
+    // only this daemon changes a view, and every change it makes goes through the kernel,
+    // which drops the cached listing of a directory it changes. A warm `find` or `ls -R`
+    // then reaches the daemon not at all.
+    opendir: (ino) => ({ fh: fs.opendirIno(ino), keepCache: cfg.keepCache, cacheReaddir: cfg.keepCache }),
     readdir: (ino, offset, size, fh) => fs.readdirIno(ino, fh, offset, Math.max(1, Math.floor(size / DIRENT_MIN_BYTES))),
     readdirplus: (ino, offset, size, fh) =>
       fs.readdirplusIno(ino, fh, offset, Math.max(1, Math.floor(size / DIRENTPLUS_BYTES))).map((e) => ({

@@ -142,6 +142,33 @@ describe.skipIf(skip !== undefined)('the C hot path', () => {
     await pool.umount('c1');
   });
 
+  it('a directory listing is cached across opens and dropped when the directory changes', async () => {
+    const r = await pool.cli('create', 'c6', 'img');
+    expect(r.code, r.stderr).toBe(0);
+    const mnt = await pool.mount('c6');
+    const readdirs = async (): Promise<number> => {
+      const s = await pool.cli('stats', 'c6', '--json');
+      const ops = (JSON.parse(s.stdout) as { mounts: { name: string; counters: { ops: Record<string, { count: number }> } }[] }).mounts.find((x) => x.name === 'c6')!.counters.ops;
+      return (ops.readdir?.count ?? 0) + (ops.readdirplus?.count ?? 0);
+    };
+    fs.mkdirSync(`${mnt}/d`);
+    for (let i = 0; i < 20; i++) fs.writeFileSync(`${mnt}/d/f${i}`, `${i}`);
+    expect(fs.readdirSync(`${mnt}/d`).length).toBe(20);
+    const n0 = await readdirs();
+    for (let i = 0; i < 3; i++) expect(fs.readdirSync(`${mnt}/d`).length).toBe(20);
+    expect(await readdirs()).toBe(n0); // answered from the kernel's cache
+    fs.unlinkSync(`${mnt}/d/f7`);
+    fs.writeFileSync(`${mnt}/d/new`, 'x');
+    fs.renameSync(`${mnt}/d/f8`, `${mnt}/d/g8`);
+    const names = fs.readdirSync(`${mnt}/d`).sort();
+    expect(names).toContain('new');
+    expect(names).toContain('g8');
+    expect(names).not.toContain('f7');
+    expect(names).not.toContain('f8');
+    expect(names.length).toBe(20);
+    await pool.umount('c6');
+  });
+
   it('a commit and an export of a mounted container take what was written without fsync (the kernel writes its cached pages back first)', async () => {
     const r = await pool.cli('create', 'c5', 'img');
     expect(r.code, r.stderr).toBe(0);
