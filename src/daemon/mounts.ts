@@ -82,8 +82,9 @@ export class MountTable {
         mountedAt: e.record.mountedAt,
         counters: e.counters.snapshot(),
         device: {
-          mappedBytes: (d?.mappedBlocks ?? 0) * bs,
-          exclusiveBytes: exclusive * bs,
+          mappedBytes: d?.mappedBytes ?? 0,
+          exclusiveBytes: d?.exclusiveBytes ?? 0,
+          inlineBytes: d?.inlineMappedBytes ?? 0,
           ownBlocksSinceMount: exclusive - e.atMount.exclusiveBlocks,
           blockSize: bs,
         },

@@ -51,8 +51,9 @@
  *    security.capability, as Linux does.
  *  - One writable Filesystem per device at a time (EBUSY otherwise); read-only ones may
  *    be open beside it and drop their caches when it writes (a per-device generation).
- *  - st_blocks of a regular file counts the pool blocks its data maps (cached in the pool);
- *  - statfs file counts: 2^32 inodes, minus the pool-wide inode numbers handed out.
+ *  - st_blocks of a regular file counts the pool blocks its data maps and its inline bytes (pool);
+ *  - statfs file counts: 2^32 inodes, minus the pool-wide inode numbers handed out; space in
+ *    4 KiB units, inline bytes counted as used (statfs()).
  *  - Mutations validate everything before the first write; and since each is one atomic
  *    operation, an error after the first write (ENOSPC, EIO) still leaves nothing half-done.
  */
@@ -125,6 +126,13 @@ export interface FilesystemOptions {
 const XATTR_NAME_MAX = 255;
 const XATTR_SIZE_MAX = 65536;
 const TOTAL_INODES = 2 ** 32;
+/**
+ * statfs's block unit (f_bsize = f_frsize), smaller than a pool block so that df counts
+ * small files near their size (inline blocks take bytes, not blocks); every pool block size
+ * is a multiple of it. f_bsize equals f_frsize because statfs(2) callers (Node's
+ * fs.statfs among them) multiply f_blocks by f_bsize.
+ */
+const STATFS_UNIT_BYTES = 4096;
 /** Deeper than any tree: a longer walk up the dentries means a cycle. */
 const MAX_DEPTH = 4096;
 
@@ -361,21 +369,24 @@ export class Filesystem {
     this.checkAccess(this.liveInode(ino, 'access'), mode, caller, whereIno(ino));
   }
 
-  /** statfs(2): blocks from the pool and the device size limit, whichever is smaller. */
+  /**
+   * statfs(2), in STATFS_UNIT_BYTES units: the smaller of the pool's data file and the
+   * device size limit. Used space is what is stored, inline bytes included: the device's
+   * mapped bytes against its limit (the limit counts inline bytes too, thin.ts), and against
+   * the pool every layer's inline bytes beside the data file's used blocks.
+   */
   statfs(): StatFs {
     this.sync();
     const st = this.pool.status();
     const info = this.pool.getDevice(this.devId);
-    const bs = st.blockSizeBytes;
-    const limitBlocks = info === undefined ? Infinity : Math.floor(info.sizeLimitBytes / bs);
-    const blocks = Math.min(Math.floor(st.dataTotalBytes / bs), limitBlocks);
-    const bfree = Math.max(
-      0,
-      Math.min(Math.floor(st.dataAvailableBytes / bs), limitBlocks - (info?.mappedBlocks ?? 0)),
-    );
+    const unit = STATFS_UNIT_BYTES;
+    const limitUnits = info === undefined ? Infinity : Math.floor(info.sizeLimitBytes / unit);
+    const blocks = Math.min(Math.floor(st.dataTotalBytes / unit), limitUnits);
+    const poolFree = Math.floor(Math.max(0, st.dataAvailableBytes - st.inlineBytes) / unit);
+    const bfree = Math.max(0, Math.min(poolFree, limitUnits - Math.ceil((info?.mappedBytes ?? 0) / unit)));
     const used = this.sup.peekNextIno() - 1;
     const ffree = Math.max(0, TOTAL_INODES - used);
-    return { bsize: bs, frsize: bs, blocks, bfree, bavail: bfree, files: TOTAL_INODES, ffree, favail: ffree, namemax: NAME_MAX };
+    return { bsize: unit, frsize: unit, blocks, bfree, bavail: bfree, files: TOTAL_INODES, ffree, favail: ffree, namemax: NAME_MAX };
   }
 
   /** chmod(2): permission bits (setuid/setgid/sticky included); the file type stays. */

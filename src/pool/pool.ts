@@ -504,6 +504,7 @@ export class Pool implements BlockPool {
     try {
       if (!this.db.inTransaction) throw fail('EIO', 'commit', this.metadataFile, 'the open transaction was rolled back by SQLite');
       for (const h of this.hooks) h.beforeCommit?.();
+      this.io.inline.flush(); // inline rows rewritten in this transaction (inline-cache.ts), after the hooks' writes
       this.space.flush();
       this.tree.flush();
       this.st.setTransactionId.run(this.transactionId + 1);
@@ -816,6 +817,8 @@ export class Pool implements BlockPool {
   check(opts: { repair?: boolean } = {}): CheckReport {
     const repair = opts.repair ?? false;
     if (repair) this.checkWritablePool('check --repair', true);
+    this.io.inline.flush(); // the rows must hold what reads see (inline-cache.ts)
+    if (repair) this.io.inline.clear(); // and a repair changes rows behind the cache's back
     return checkSpaceMap(
       {
         db: this.db,
@@ -967,6 +970,7 @@ export class Pool implements BlockPool {
     this.space.load(this.transactionId);
     this.tree.load();
     this.io.keyBlocks.clear();
+    if (!this.inTx) this.io.inline.clear(); // the transaction is gone; a failed operation's undo already ran
   }
 
   /** loadState, then tell the caches built on the metadata (hooks.onAbort). */

@@ -33,10 +33,12 @@
  * place (a 4 KiB random write into a mostly full block costs one pwrite, not a rewrite
  * of the whole blob), and reads of big files keep their coalesced preads. The price is
  * paid by small writes into an inline block, which rewrite its blob: in-process, 100-byte
- * appends to files growing to 32 KiB take ~2.5x the CPU of block-only appends, 4 KiB
+ * appends to files growing to 32 KiB took ~2.5x the CPU of block-only appends, 4 KiB
  * overwrites inside small files ~2.5x (whole-file writes, the common case, are faster:
- * no pwrite). Through FUSE the kernel's writeback cache hands over whole pages when it
- * writes back, so few such writes reach the pool.
+ * no pwrite); mounted, appends took 1.8x (bench/small-writes.ts). So rewrites of the top
+ * layer's own inline rows go to a write-back cache (inline-cache.ts): in memory until the
+ * commit writes each changed row once, read from there meanwhile, undone with a failed
+ * operation; resolve() below overlays it on the rows SQLite returns.
  *
  * Where the inline bytes are: in a rowid table of their own, inline_blocks (id, data),
  * which the mappings row points at (inline_id). First they were a column of mappings
@@ -94,6 +96,7 @@
  */
 import { fail } from '../errors.js';
 import type { DataFile } from './datafile.js';
+import { InlineCache } from './inline-cache.js';
 import type { Db } from './metadata.js';
 import type { Chain, DeviceRow, Layer, SnapshotTree } from './snapshots.js';
 import type { SpaceMap } from './spacemap.js';
@@ -125,6 +128,8 @@ interface Inline {
   id: number;
   len: number;
   data: Buffer | null;
+  /** Length and bytes come from the write-back cache (inline-cache.ts): `data` is a view to copy before handing out. */
+  cached?: boolean;
 }
 
 /** A mappings row: a pool block, an inline block, or null for a hiding row. */
@@ -164,7 +169,9 @@ type Step =
   /** A fresh pool block with `buf` at `off` (a whole block at 0, or only the written bytes when the rest reads as zeros). */
   | { fb: FBlock; kind: 'pool'; buf: Uint8Array; off?: number; pb?: PBlock }
   /** An inline row with these bytes (1..inline_max long). */
-  | { fb: FBlock; kind: 'inline'; data: Uint8Array };
+  | { fb: FBlock; kind: 'inline'; data: Uint8Array }
+  /** `slice` written at `offset` into the own inline row `own`, staying inline: the write-back cache takes it. */
+  | { fb: FBlock; kind: 'cached'; own: Inline; offset: number; slice: Uint8Array };
 
 /** What the block I/O needs of its pool (declared here, where it is used). */
 export interface BlockPool {
@@ -198,6 +205,8 @@ export interface BlockPool {
 export class BlockIo {
   /** Visible pool blocks and inline bytes per (device, key), for st_blocks; exact or absent. */
   readonly keyBlocks = new Map<string, KeyAlloc>();
+  /** Inline rows rewritten by writes (inline-cache.ts): the pool flushes it before COMMIT and check, clears it on abort. */
+  readonly inline: InlineCache;
   private readonly st;
 
   constructor(
@@ -232,11 +241,17 @@ export class BlockIo {
       upsertMapping: db.prepare(
         'INSERT INTO mappings (ino, fblock, layer, pblock, inline_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT (ino, fblock, layer) DO UPDATE SET pblock = excluded.pblock, inline_id = excluded.inline_id',
       ),
-      insertInline: db.prepare('INSERT INTO inline_blocks (data) VALUES (?)'),
+      insertInline: db.prepare('INSERT INTO inline_blocks (id, data) VALUES (?, ?)'),
+      maxInlineId: db.prepare('SELECT max(id) FROM inline_blocks').pluck(),
       updateInline: db.prepare('UPDATE inline_blocks SET data = ? WHERE id = ?'),
       deleteMapping: db.prepare('DELETE FROM mappings WHERE ino = ? AND fblock = ? AND layer = ?'),
       deleteKeyInLayer: db.prepare('DELETE FROM mappings WHERE layer = ? AND ino = ?'),
     };
+    this.inline = new InlineCache(
+      { storeInline: (id, data) => this.st.updateInline.run(data, id), onRollback: (undo) => pool.onRollback(undo) },
+      pool.inlineMaxBytes,
+      INLINE_CACHE_BYTES,
+    );
   }
 
   find(dev: DevId, key: FileKey, fblock: FBlock): FoundBlock | undefined {
@@ -247,7 +262,7 @@ export class BlockIo {
     const row = own ? r.own : r.lower;
     if (row === undefined || row === null) return undefined;
     const layerId = own ? chain.top : chain.layers[r.lowerPos]!;
-    if (isInline(row)) return { pblock: null, data: row.data!, layerId, own };
+    if (isInline(row)) return { pblock: null, data: row.cached ? Buffer.from(row.data!) : row.data!, layerId, own };
     return { pblock: row, data: null, layerId, own };
   }
 
@@ -272,7 +287,10 @@ export class BlockIo {
       const r = res.get(fb0);
       const row = r === undefined ? undefined : r.own !== undefined ? r.own : r.lower;
       const from = offsetBytes - fb0 * bs;
-      if (isInline(row) && from + length <= row.len) return row.data!.subarray(from, from + length);
+      if (isInline(row) && from + length <= row.len) {
+        const bytes = row.data!.subarray(from, from + length);
+        return row.cached ? Buffer.from(bytes) : bytes;
+      }
     }
     const buf = Buffer.allocUnsafe(length);
     this.readResolved(res, offsetBytes, buf);
@@ -335,7 +353,8 @@ export class BlockIo {
     const fb1 = Math.floor((offsetBytes + len - 1) / bs) + 1;
     const chain = this.tree.chainOf(dev);
     const top = this.tree.layers.get(chain.top)!;
-    const res = this.resolve(chain, key, fb0, fb1, true);
+    // Lengths first, bytes by id for the rows that decide (a cached row's bytes are not read).
+    const res = this.resolve(chain, key, fb0, fb1, true, false);
     const steps: Step[] = [];
     let needAlloc = 0;
     let inlineBytes = 0;
@@ -353,6 +372,15 @@ export class BlockIo {
       const own = r?.own;
       if (typeof own === 'number') {
         steps.push({ fb, kind: 'inplace', pos: this.data.pos(own, from - blockStart), buf: slice });
+        continue;
+      }
+      if (isInline(own) && Math.max(to - blockStart, own.len) <= this.pool.inlineMaxBytes) {
+        // A rewrite of an own inline row: into the write-back cache at the rows step below.
+        const len = Math.max(to - blockStart, own.len);
+        steps.push({ fb, kind: 'cached', own, offset: from - blockStart, slice });
+        inlineBytes += len;
+        dInlineMapped += len - own.len;
+        dInlineOwned += len - own.len;
         continue;
       }
       const visible = own !== undefined ? own : r?.lower;
@@ -396,11 +424,15 @@ export class BlockIo {
     // Only now the rows: a failed pwrite above left every row (an inline one too) as it was.
     // (A pool block replacing an own inline block drops its bytes: the trigger, metadata.ts.)
     for (const s of steps) {
-      if (s.kind === 'pool') this.st.upsertMapping.run(key, s.fb, chain.top, s.pb!, null);
-      else if (s.kind === 'inline') {
+      if (s.kind === 'cached') this.inline.write(s.own.id, s.own.data!, s.offset, s.slice);
+      else if (s.kind === 'pool') {
         const own = res.get(s.fb)?.own;
-        if (isInline(own)) this.st.updateInline.run(s.data, own.id);
-        else this.st.upsertMapping.run(key, s.fb, chain.top, null, Number(this.st.insertInline.run(s.data).lastInsertRowid));
+        if (isInline(own)) this.inline.forget(own.id);
+        this.st.upsertMapping.run(key, s.fb, chain.top, s.pb!, null);
+      } else if (s.kind === 'inline') {
+        const own = res.get(s.fb)?.own;
+        if (isInline(own)) this.inline.write(own.id, own.data!, 0, s.data);
+        else this.st.upsertMapping.run(key, s.fb, chain.top, null, this.insertInline(s.data));
       }
     }
     this.account(dev, key, top, dMapped, dOwned, dInlineMapped, dInlineOwned);
@@ -470,6 +502,7 @@ export class BlockIo {
       const visible = r.own !== undefined ? r.own : r.lower;
       if (visible === undefined || visible === null) continue; // a hole already
       if (typeof r.own === 'number') this.pool.freeBlock(r.own);
+      else if (isInline(r.own)) this.inline.forget(r.own.id);
       dMapped -= poolOf(visible);
       dInlineMapped -= inlineOf(visible);
       dOwned -= poolOf(r.own);
@@ -537,6 +570,7 @@ export class BlockIo {
       if (r.own === undefined) continue;
       any = true;
       if (typeof r.own === 'number') this.pool.freeBlock(r.own);
+      else if (isInline(r.own)) this.inline.forget(r.own.id);
       // What is visible goes from the own row to the lower one.
       dMapped += poolOf(r.lower) - poolOf(r.own);
       dInlineMapped += inlineOf(r.lower) - inlineOf(r.own);
@@ -583,14 +617,21 @@ export class BlockIo {
     return out;
   }
 
+  /** Insert an inline row; its id is above every row's and every cache entry's, so no entry names a newer row (inline-cache.ts). */
+  private insertInline(data: Uint8Array): number {
+    const id = Math.max((this.st.maxInlineId.get() as number | null) ?? 0, this.inline.highestId) + 1;
+    this.st.insertInline.run(id, data);
+    return id;
+  }
+
   /**
    * Rows of (key, [fb0, fb1)) through the chain: per file block, own and nearest lower
    * row. With `withData` the inline rows that decide a block (the own one, else the
    * nearest lower one) carry their bytes; the others may carry only their length.
    */
-  private resolve(chain: Chain, key: FileKey, fb0: FBlock, fb1: FBlock, withData: boolean): Map<FBlock, Resolved> {
+  private resolve(chain: Chain, key: FileKey, fb0: FBlock, fb1: FBlock, withData: boolean, dataWithRows = withData): Map<FBlock, Resolved> {
     const out = new Map<FBlock, Resolved>();
-    const rows = (withData ? this.st.rangeData.all(chain.top, key, fb0, fb1) : this.st.rangeLengths.all(key, fb0, fb1)) as [
+    const rows = (dataWithRows ? this.st.rangeData.all(chain.top, key, fb0, fb1) : this.st.rangeLengths.all(key, fb0, fb1)) as [
       number,
       LayerId,
       PBlock | null,
@@ -613,6 +654,15 @@ export class BlockIo {
         r.lowerPos = p;
       }
     }
+    if (this.inline.size > 0) {
+      // Rows rewritten in the open transaction: their length and bytes are the cache's.
+      for (const r of out.values()) {
+        for (const v of [r.own, r.lower]) {
+          const bytes = isInline(v) ? this.inline.get(v.id) : undefined;
+          if (bytes !== undefined) Object.assign(v!, { len: bytes.byteLength, data: bytes, cached: true });
+        }
+      }
+    }
     if (withData) {
       // The bytes of the rows that decide a block and did not come with the rows.
       for (const r of out.values()) {
@@ -625,6 +675,8 @@ export class BlockIo {
 }
 
 const KEY_BLOCKS_LIMIT = 100_000;
+/** Buffers the inline write-back cache may hold before it writes rows back early (SQLite's own page cache is 64 MiB). */
+const INLINE_CACHE_BYTES = 32 * 1024 * 1024;
 
 /**
  * A handle on one thin device (dm_thin_device): find/read/write/discard of file blocks.

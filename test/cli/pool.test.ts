@@ -52,7 +52,7 @@ describe('init and info', () => {
   it('init then info --json reports the chosen geometry', async () => {
     const r = await cli('init', '--data-size', '256M', '--block-size', '128K', '--base-size', '1G', '--min-free-space', '5%');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(new RegExp(`^created thin pool thinfs-\\d+:\\d+-\\d+-pool in ${root}: 256 MB data file \\(sparse\\), 128 KB blocks, 1 GB base device size\n$`));
+    expect(r.stdout).toMatch(new RegExp(`^created thin pool thinfs-\\d+:\\d+-\\d+-pool in ${root}: 256 MB data file \\(sparse\\), 128 KB blocks, 1 GB base device size, blocks up to 64 KB inline\n$`));
     expect(fs.existsSync(meta) && fs.existsSync(data)).toBe(true);
 
     const info = await cli('info', '--json');

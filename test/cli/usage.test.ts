@@ -33,7 +33,7 @@ describe('help and version', () => {
   it('init --help names every init option', async () => {
     const r = await thinfs(['help', 'init']);
     expect(r.code).toBe(0);
-    for (const o of ['--data-size', '--block-size', '--base-size', '--min-free-space', '--autoextend-threshold', '--autoextend-percent', '--autoextend-max', '--json']) {
+    for (const o of ['--data-size', '--block-size', '--base-size', '--min-free-space', '--autoextend-threshold', '--autoextend-percent', '--autoextend-max', '--inline-max', '--json']) {
       expect(r.stdout).toContain(o);
     }
   });

@@ -546,21 +546,47 @@ describe('union rules', () => {
 
   it('statfs: blocks from the smaller of pool and device limit; bfree drops as data is written', () => {
     mkPool({ dataSizeBytes: GiB });
-    const bs = pool.blockSizeBytes;
     const dev = pool.createThin('c', { sizeLimitBytes: 64 * MiB });
     const fs = fsOf(dev);
     const s0 = fs.statfs();
-    expect(s0.blocks).toBe((64 * MiB) / bs);
+    const unit = s0.frsize;
+    expect(s0.bsize).toBe(unit);
+    expect(pool.blockSizeBytes % unit).toBe(0);
+    expect(s0.blocks).toBe((64 * MiB) / unit);
     expect(s0.namemax).toBe(255);
     writeFile(fs, '/f', Buffer.alloc(MiB));
     const s1 = fs.statfs();
-    expect(s0.bfree - s1.bfree).toBe(MiB / bs);
+    expect(s0.bfree - s1.bfree).toBe(MiB / unit);
     expect(s1.ffree).toBeLessThan(s0.ffree);
     const h = fs.create('/big', 0o644, ROOT);
     expect(errnoOf(() => fs.write(h, 0, Buffer.alloc(64 * MiB)))).toBe('ENOSPC');
     expect(fs.fgetattr(h).size).toBe(0);
     fs.release(h);
     expect(pool.check().clean).toBe(true);
+  });
+
+  it.each([
+    ['the device limit', { dataSizeBytes: GiB }, 64 * MiB],
+    ['the pool', { dataSizeBytes: 64 * MiB }, GiB],
+  ])('statfs counts small files (held inline) at their size when %s binds', (_what, poolOpts, sizeLimitBytes) => {
+    mkPool(poolOpts);
+    expect(pool.status().inlineMaxBytes).toBeGreaterThan(2000);
+    const fs = fsOf(pool.createThin('c', { sizeLimitBytes }));
+    const usedBytes = () => {
+      const s = fs.statfs();
+      return (s.blocks - s.bfree) * s.frsize;
+    };
+    const before = usedBytes();
+    let written = 0;
+    for (let i = 0; i < 200; i++) {
+      writeFile(fs, `/small-${i}`, Buffer.alloc(1000 + i, 7));
+      written += 1000 + i;
+    }
+    expect(pool.status().dataUsedBytes).toBe(0); // all inline: no pool block taken
+    const grown = usedBytes() - before;
+    expect(grown).toBeGreaterThanOrEqual(written);
+    expect(grown).toBeLessThan(written + 2 * fs.statfs().frsize);
+    expect(pool.status().inlineBytes).toBe(written);
   });
 
   it('the path cache follows renames and rmdir of ancestors', () => {

@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { fail, isThinfsError } from '../../src/errors.js';
 import { KiB, MiB, Pool, type FileKey, type ThinDevice } from '../../src/pool/index.js';
 import { codeOf, pattern } from '../helpers/data.js';
 import { FaultPlan } from '../helpers/faults.js';
@@ -308,6 +309,250 @@ describe('inline blocks', () => {
       expect(pool.check().issues).toEqual([]);
     });
   }
+});
+
+describe('the write-back cache of inline blocks (src/pool/inline-cache.ts)', () => {
+  /** Run `fn` as one operation that then fails: everything it did must be undone. */
+  const failing = (fn: () => void) =>
+    expect(
+      codeOf(() =>
+        pool!.atomically('test', () => {
+          fn();
+          throw fail('EIO', 'test', undefined, 'the operation fails after its writes');
+        }),
+      ),
+    ).toBe('EIO');
+
+  it('rewrites of an inline block are read at once and reach the row at commit; a reopen reads them', () => {
+    pool = newPool();
+    const d = pool.openDevice(pool.createThin('c'));
+    d.write(K, 0, pattern(100, 1));
+    pool.commit();
+    const want = Buffer.alloc(16_000);
+    pattern(100, 1).copy(want);
+    for (let i = 1; i < 160; i++) {
+      const p = pattern(100, i + 1);
+      d.write(K, i * 100, p); // an append, as through open(O_APPEND) + write + close
+      p.copy(want, i * 100);
+      if (i % 37 === 0) expect(readAll(d, K, 16_000).equals(want)).toBe(true);
+    }
+    d.write(K, 4000, pattern(4096, 3)); // a page overwritten inside it
+    pattern(4096, 3).copy(want, 4000);
+    expect(readAll(d, K, 16_000).equals(want)).toBe(true);
+    expect(d.readBytes(K, 0, 16_000).equals(want)).toBe(true);
+    expect(d.info()).toMatchObject({ inlineMappedBytes: 16_000, exclusiveBytes: 16_000, mappedBlocks: 0 });
+    expect(d.keyAllocatedBytes(K)).toBe(16_384); // st_blocks: the cached length, in sectors
+    expect(rows(pool)).toEqual([{ fblock: 0, layer: expect.any(Number), pblock: null, len: 100 }]); // the row: still the last commit's bytes
+    pool.commit();
+    expect(rows(pool)).toEqual([{ fblock: 0, layer: expect.any(Number), pblock: null, len: 16_000 }]);
+    d.close();
+    pool.close();
+    pool = Pool.open(t.dir);
+    const again = pool.openDevice(pool.findDevice('c')!.id);
+    expect(readAll(again, K, 16_000).equals(want)).toBe(true);
+    again.close();
+    expect(pool.check().issues).toEqual([]);
+  });
+
+  it('bytes handed out are the reader\'s own: a later rewrite does not change them', () => {
+    pool = newPool();
+    const d = pool.openDevice(pool.createThin('c'));
+    d.write(K, 0, pattern(1000, 4));
+    pool.commit();
+    d.write(K, 0, pattern(1000, 5)); // cached
+    const got = d.readBytes(K, 0, 1000);
+    const found = d.findBlock(K, 0)!.data!;
+    d.write(K, 0, pattern(1000, 6));
+    expect(got.equals(pattern(1000, 5))).toBe(true);
+    expect(found.equals(pattern(1000, 5))).toBe(true);
+    d.close();
+  });
+
+  it('an operation that fails after the cache took its writes leaves every block as before it', () => {
+    pool = newPool();
+    const d = pool.openDevice(pool.createThin('c'));
+    d.write(K, 0, pattern(3000, 7));
+    d.write(8 as FileKey, 0, pattern(2000, 8));
+    pool.commit();
+    const want = Buffer.alloc(MAX);
+    pattern(3000, 7).copy(want);
+    const expectAsBefore = (what: string) => {
+      expect(readAll(d, K, MAX).equals(want), what).toBe(true);
+      expect(readAll(d, 8 as FileKey, 2000).equals(pattern(2000, 8)), what).toBe(true);
+      expect(d.info().inlineMappedBytes, what).toBe(3000 + 2000);
+    };
+    // The first rewrite in the transaction (a new cache entry) fails.
+    failing(() => d.write(K, 3000, pattern(500, 9)));
+    expectAsBefore('new entry');
+    // A rewrite that succeeds, then one in place over it that fails.
+    d.write(K, 100, pattern(200, 10));
+    pattern(200, 10).copy(want, 100);
+    failing(() => d.write(K, 50, pattern(300, 11)));
+    expectAsBefore('in place');
+    // One that grows the entry's buffer, and two rewrites of two blocks in one operation.
+    failing(() => d.write(K, 3000, pattern(MAX - 3000, 12)));
+    expectAsBefore('grown');
+    failing(() => {
+      d.write(K, 0, pattern(3000, 13));
+      d.write(K, 2000, pattern(4000, 14));
+      d.write(8 as FileKey, 10, pattern(10, 15));
+    });
+    expectAsBefore('several');
+    // A block that leaves the cache (moved into a pool block, discarded) comes back with the rollback.
+    failing(() => {
+      d.write(K, 3000, pattern(MAX, 16));
+      d.discard(8 as FileKey, 0, 1);
+    });
+    expectAsBefore('moved and discarded');
+    expect(pool.check().issues).toEqual([]);
+    pool.commit();
+    d.close();
+    pool.close();
+    pool = Pool.open(t.dir);
+    const again = pool.openDevice(pool.findDevice('c')!.id);
+    expect(readAll(again, K, MAX).equals(want)).toBe(true);
+    expect(readAll(again, 8 as FileKey, 2000).equals(pattern(2000, 8))).toBe(true);
+    again.close();
+    expect(pool.check().issues).toEqual([]);
+  });
+
+  it('an abort and a crash drop what the cache held since the last commit', () => {
+    pool = newPool();
+    const d = pool.openDevice(pool.createThin('c'));
+    d.write(K, 0, pattern(1000, 17));
+    pool.commit();
+    d.write(K, 1000, pattern(1000, 18));
+    pool.abort();
+    expect(readAll(d, K, 2000).equals(Buffer.concat([pattern(1000, 17), Buffer.alloc(1000)]))).toBe(true);
+    expect(d.info().inlineMappedBytes).toBe(1000);
+    d.write(K, 0, pattern(1500, 19));
+    d.close();
+    pool.close({ commit: false });
+    pool = Pool.open(t.dir);
+    const again = pool.openDevice(pool.findDevice('c')!.id);
+    expect(readAll(again, K, 2000).equals(Buffer.concat([pattern(1000, 17), Buffer.alloc(1000)]))).toBe(true);
+    again.close();
+    expect(pool.check().issues).toEqual([]);
+  });
+
+  it('entries outlive a commit; what a later transaction changes in them goes with its abort or crash', () => {
+    pool = newPool();
+    const d = pool.openDevice(pool.createThin('c'));
+    const at = (n: number, seed: number) => Buffer.concat([pattern(1000, 30), pattern(n, seed)]);
+    d.write(K, 0, pattern(1000, 30));
+    pool.commit();
+    d.write(K, 1000, pattern(100, 31)); // cached
+    pool.commit(); // written back; the entry stays
+    expect(rows(pool)[0]!.len).toBe(1100);
+    d.write(K, 1000, pattern(200, 32)); // the kept entry, changed again
+    expect(readAll(d, K, 1200).equals(at(200, 32))).toBe(true);
+    failing(() => d.write(K, 1000, pattern(300, 33)));
+    expect(readAll(d, K, 1200).equals(at(200, 32))).toBe(true);
+    pool.abort();
+    expect(readAll(d, K, 1200).equals(Buffer.concat([at(100, 31), Buffer.alloc(100)]))).toBe(true);
+    expect(d.info().inlineMappedBytes).toBe(1100);
+    d.write(K, 1000, pattern(400, 34));
+    d.close();
+    pool.close({ commit: false });
+    pool = Pool.open(t.dir);
+    const again = pool.openDevice(pool.findDevice('c')!.id);
+    expect(readAll(again, K, 1400).equals(Buffer.concat([at(100, 31), Buffer.alloc(300)]))).toBe(true);
+    again.close();
+    expect(pool.check().issues).toEqual([]);
+  });
+
+  it('check sees the cached bytes (clean), and the rows hold them afterwards', () => {
+    pool = newPool();
+    const d = pool.openDevice(pool.createThin('c'));
+    d.write(K, 0, pattern(1000, 20));
+    pool.commit();
+    d.write(K, 1000, pattern(5000, 21));
+    expect(pool.check().issues).toEqual([]);
+    expect(rows(pool)[0]!.len).toBe(6000);
+    d.write(K, 6000, pattern(10, 22)); // and it goes on caching
+    expect(d.info().inlineMappedBytes).toBe(6010);
+    d.close();
+    pool.commit();
+    expect(rows(pool)[0]!.len).toBe(6010);
+    expect(pool.check().issues).toEqual([]);
+  });
+
+  it('a snapshot of a device with cached rewrites sees them; the origin\'s next write copies them up, the snapshot keeps them', () => {
+    pool = newPool();
+    const id = pool.createThin('c');
+    const d = pool.openDevice(id);
+    d.write(K, 0, pattern(1000, 23));
+    pool.commit();
+    d.write(K, 1000, pattern(1000, 24)); // cached
+    const img = pool.createSnapshot(id, 'img', { readOnly: true });
+    const want = Buffer.concat([pattern(1000, 23), pattern(1000, 24)]);
+    const i = pool.openDevice(img);
+    expect(readAll(i, K, 2000).equals(want)).toBe(true);
+    d.write(K, 0, pattern(10, 25)); // copy-on-write of the (cached) lower row
+    expect(readAll(i, K, 2000).equals(want)).toBe(true);
+    expect(readAll(d, K, 2000).equals(Buffer.concat([pattern(10, 25), want.subarray(10)]))).toBe(true);
+    d.close();
+    i.close();
+    pool.close();
+    pool = Pool.open(t.dir);
+    const again = pool.openDevice(img);
+    expect(readAll(again, K, 2000).equals(want)).toBe(true);
+    again.close();
+    expect(pool.check().issues).toEqual([]);
+  });
+
+  it('a row deleted with its cached rewrite lends nothing to a later row (found by the pool model)', () => {
+    pool = newPool();
+    const c1 = pool.createThin('c1');
+    const c2 = pool.createThin('c2');
+    const d1 = pool.openDevice(c1);
+    d1.write(K, 0, pattern(10, 26));
+    d1.close();
+    pool.commit();
+    pool.close();
+    pool = Pool.open(t.dir);
+    const again1 = pool.openDevice(pool.findDevice('c1')!.id);
+    again1.write(K, 0, pattern(10, 27)); // cached: the row with the highest id
+    again1.close();
+    pool.deleteDevice(pool.findDevice('c1')!.id); // the row goes; its entry is stale
+    const d2 = pool.openDevice(c2);
+    d2.write(K, 0, pattern(20, 28)); // a new row: must not get the deleted row's id
+    expect(readAll(d2, K, 20).equals(pattern(20, 28))).toBe(true);
+    expect(d2.info().inlineMappedBytes).toBe(20);
+    d2.truncate(K, 15);
+    expect(readAll(d2, K, 20).equals(Buffer.concat([pattern(15, 28), Buffer.alloc(5)]))).toBe(true);
+    d2.close();
+    expect(pool.check().issues).toEqual([]);
+    pool.commit();
+    expect(pool.check().issues).toEqual([]);
+  });
+
+  it('past its bound the cache writes the least recently written rows back early, and a failed operation puts them back', () => {
+    pool = newPool({ dataSizeBytes: 8 * MiB });
+    const d = pool.openDevice(pool.createThin('c'));
+    const N = 1100; // 1100 x 32 KiB buffers: past the 32 MiB bound
+    const len = MAX - 1024;
+    for (let k = 0; k < N; k++) d.write((100 + k) as FileKey, 0, pattern(len, k % 200));
+    pool.commit();
+    for (let k = 0; k < N; k++) d.write((100 + k) as FileKey, 1, pattern(10, (k % 200) + 1)); // rewrites: cached, the oldest written back
+    const want = (k: number) => {
+      const b = pattern(len, k % 200);
+      pattern(10, (k % 200) + 1).copy(b, 1);
+      return b;
+    };
+    failing(() => {
+      for (let k = 0; k < 50; k++) d.write((100 + k) as FileKey, 0, pattern(len, 5)); // each one writes another back
+    });
+    for (let k = 0; k < N; k++) expect(readAll(d, (100 + k) as FileKey, len).equals(want(k)), `key ${k}`).toBe(true);
+    expect(pool.check().issues).toEqual([]);
+    pool.commit();
+    d.close();
+    pool.close();
+    pool = Pool.open(t.dir);
+    const again = pool.openDevice(pool.findDevice('c')!.id);
+    for (let k = 0; k < N; k++) expect(readAll(again, (100 + k) as FileKey, len).equals(want(k)), `key ${k} after reopen`).toBe(true);
+    again.close();
+  });
 });
 
 describe('check of inline rows', () => {

@@ -5,7 +5,10 @@
  * devices, checked after each step against an in-memory model; `check` stays clean.
  * Each run draws the pool's inline threshold: off (block-only), or one that writes and
  * truncates cross both ways (grow an inline block past it, truncate a pool block back
- * below it), with copy-on-write of inline blocks across snapshots.
+ * below it), with copy-on-write of inline blocks across snapshots. Half the runs check
+ * only at commits, aborts, reopens and crashes (check writes the inline write-back cache
+ * into its rows): there rewrites of inline blocks pile up in the cache across operations,
+ * read back, copied up by snapshots, cut by truncates and dropped by crashes.
  *
  * The model is deliberately naive: each device is a map key -> byte array (its whole
  * visible content), the blocks held in pool blocks (visible, and its own layer's), the
@@ -190,7 +193,7 @@ type Op =
   | { op: 'create' }
   | { op: 'snapshot'; dev: number; readOnly: boolean }
   | { op: 'freeze'; dev: number }
-  | { op: 'write'; dev: number; key: number; off: number; len: number; byte: number; onMapped: number | null }
+  | { op: 'write'; dev: number; key: number; off: number; len: number; byte: number; onMapped: number | null; rewrite: boolean }
   | { op: 'read'; dev: number; key: number; off: number; len: number }
   | { op: 'discard'; dev: number; key: number; from: number; to: number }
   | { op: 'truncate'; dev: number; key: number; size: number; onPool: number | null }
@@ -224,6 +227,8 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       byte: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 255 }) }, { weight: 1, arbitrary: fc.constant(0) }),
       // When set: start at the head of the n-th block of the key that holds data (grow it, CoW it).
       onMapped: fc.option(fc.nat(), { nil: null }),
+      // When set: a small write into an own inline block (append at its end, or over its bytes), as a log or a database does.
+      rewrite: fc.boolean(),
     }),
   },
   {
@@ -285,9 +290,9 @@ describe('pool against a model', () => {
   it('random operation sequences agree with the model and keep check clean', () => {
     let run = 0;
     // How often the interesting transitions happened over all runs (asserted at the end).
-    const seen = { inlineToPool: 0, poolToInline: 0, cowInline: 0, zeroWrites: 0, inlineRuns: 0 };
+    const seen = { inlineToPool: 0, poolToInline: 0, cowInline: 0, zeroWrites: 0, inlineRuns: 0, cachedRewrites: 0 };
     fc.assert(
-      fc.property(fc.constantFrom(...INLINE_MAXES), fc.array(opArb, { minLength: 1, maxLength: 80, size: 'max' }), (inlineMax, ops) => {
+      fc.property(fc.constantFrom(...INLINE_MAXES), fc.array(opArb, { minLength: 1, maxLength: 80, size: 'max' }), fc.boolean(), (inlineMax, ops, checkEachStep) => {
         const root = `${t.dir}/run-${run++}`;
         let pool = Pool.create(root, { blockSizeBytes: BS, dataSizeBytes: DATA_BLOCKS * BS, minFreePercent: 0, baseSizeBytes: 1 << 30, inlineMaxBytes: inlineMax });
         if (inlineMax > 0) seen.inlineRuns++;
@@ -298,6 +303,8 @@ describe('pool against a model', () => {
         // overwritten in place (as dm-thin does): after a crash or abort it may hold the
         // newer bytes; blocks allocated since the commit always read as before.
         let touched = new Set<string>();
+        // Own inline blocks rewritten since the last check or commit (held in the write-back cache).
+        let rewritten = new Set<string>();
         const resyncTouched = () => {
           for (const t of touched) {
             const [name, key, fb] = t.split('|') as [string, string, string];
@@ -384,22 +391,33 @@ describe('pool against a model', () => {
                 break;
               }
               case 'write': {
-                const name = pick(o.dev);
+                const writable = names().filter((n) => !model.devs.get(n)!.readOnly);
+                // Rewrites go to a hot file: key 1 of one of the first two writable devices.
+                const name = o.rewrite && writable.length > 0 ? writable[o.dev % Math.min(2, writable.length)]! : pick(o.dev);
+                const key = o.rewrite ? KEYS[0]! : o.key;
                 if (name === undefined) break;
                 const m = model.devs.get(name)!;
-                const lens = lensOf(m, o.key);
-                const held = Array.from({ length: MAX_FB }, (_, fb) => fb).filter((fb) => mappedSet(m, o.key).has(fb) || lens.has(fb));
+                const lens = lensOf(m, key);
+                const held = Array.from({ length: MAX_FB }, (_, fb) => fb).filter((fb) => mappedSet(m, key).has(fb) || lens.has(fb));
                 // Into a block that holds data: near its head, or appending at its end (grows it past the threshold).
                 const into = (fb: number) => fb * BS + (o.off % 2 === 0 ? o.off % 64 : Math.min(BS - 1, lens.get(fb) ?? BS - 1));
                 // A third of those go into an inline block, a lower one first, if there is one (copy it up, or grow it).
                 const inline = held.filter((fb) => lens.has(fb));
-                const lowerInline = inline.filter((fb) => !setOf(m.ownInline, o.key).has(fb));
+                const lowerInline = inline.filter((fb) => !setOf(m.ownInline, key).has(fb));
                 const among = o.off % 3 !== 0 ? held : lowerInline.length > 0 ? lowerInline : inline.length > 0 ? inline : held;
-                const off = o.onMapped !== null && among.length > 0 ? into(among[o.onMapped % among.length]!) : o.off;
-                const len = Math.min(o.len, MAX_FB * BS - off);
+                const ownInline = inline.filter((fb) => setOf(m.ownInline, key).has(fb));
+                let off = o.onMapped !== null && among.length > 0 ? into(among[o.onMapped % among.length]!) : o.off;
+                let len = Math.min(o.len, MAX_FB * BS - off);
+                if (o.rewrite) {
+                  // No own inline block yet: start one at the head of a block.
+                  const fb = ownInline.length > 0 ? ownInline[o.off % ownInline.length]! : o.off % 2;
+                  const at = lens.get(fb) ?? 0;
+                  len = Math.min(o.len, 200);
+                  off = fb * BS + Math.max(0, o.byte % 2 === 0 ? at : at - len - (o.off % 7));
+                }
                 const data = new Uint8Array(len).fill(o.byte);
                 const d = pool.openDevice(id(name));
-                const code = errCode(() => d.write(o.key as FileKey, off, data));
+                const code = errCode(() => d.write(key as FileKey, off, data));
                 d.close();
                 if (m.readOnly) {
                   expect(code).toBe('EROFS');
@@ -407,17 +425,21 @@ describe('pool against a model', () => {
                 }
                 if (code === 'ENOSPC') break; // nothing changed: the reads below prove it
                 expect(code).toBeUndefined();
-                content(m, o.key).set(data, off);
+                content(m, key).set(data, off);
                 if (o.byte === 0) seen.zeroWrites++;
                 for (let fb = Math.floor(off / BS); fb <= Math.floor((off + len - 1) / BS); fb++) {
-                  touched.add(`${name}|${o.key}|${fb}`);
-                  if (setOf(m.ownPool, o.key).has(fb)) continue; // in place
+                  touched.add(`${name}|${key}|${fb}`);
+                  if (setOf(m.ownPool, key).has(fb)) continue; // in place
                   const end = Math.min(BS, off + len - fb * BS);
-                  const before = mappedSet(m, o.key).has(fb) ? BS : (lens.get(fb) ?? 0);
+                  const before = mappedSet(m, key).has(fb) ? BS : (lens.get(fb) ?? 0);
                   const kind = byExtent(Math.max(before, end), inlineMax);
+                  if (kind !== 'pool' && setOf(m.ownInline, key).has(fb)) {
+                    if (rewritten.has(`${name}|${key}|${fb}`)) seen.cachedRewrites++;
+                    rewritten.add(`${name}|${key}|${fb}`);
+                  }
                   if (lens.has(fb) && kind === 'pool') seen.inlineToPool++;
-                  if (lens.has(fb) && !setOf(m.ownInline, o.key).has(fb)) seen.cowInline++;
-                  store(m, o.key, fb, kind);
+                  if (lens.has(fb) && !setOf(m.ownInline, key).has(fb)) seen.cowInline++;
+                  store(m, key, fb, kind);
                 }
                 break;
               }
@@ -543,8 +565,10 @@ describe('pool against a model', () => {
             }
             const deferred = [...model.nodes.values()].filter((n) => n.deferred && n.owner !== null).length;
             expect(pool.status().deferredDeletions).toBe(deferred);
-            const report = pool.check();
-            expect(report.issues).toEqual([]);
+            if (checkEachStep || ['commit', 'abort', 'reopen', 'crash'].includes(o.op)) {
+              expect(pool.check().issues).toEqual([]);
+              rewritten = new Set();
+            }
           }
           // Full content comparison at the end.
           for (const [name, m] of model.devs) {
@@ -556,6 +580,7 @@ describe('pool against a model', () => {
             }
             d.close();
           }
+          expect(pool.check().issues).toEqual([]);
           return true;
         } finally {
           pool.close({ commit: false });

@@ -338,6 +338,20 @@ describe('snapshot lifecycle through gRPC', () => {
     expect(await codeOf(r.client.usage('nothing'))).toBe('NOT_FOUND');
   });
 
+  it('Usage counts small files at their size: inline bytes included, exact', async () => {
+    await r.client.prepare(EXTRACT);
+    const files: Record<string, Buffer> = {};
+    for (let i = 0; i < 10; i++) files[`/small-${i}`] = Buffer.alloc(100 + i, i + 1);
+    // One full pool block and a 4464-byte tail: the tail is held inline too.
+    files['/tail'] = Buffer.alloc(r.pool.blockSizeBytes + 4464, 0xaa);
+    writeInto(r.pool, snapshotDeviceName(EXTRACT), files);
+    const written = Object.values(files).reduce((n, b) => n + b.length, 0);
+    expect(r.pool.status().inlineMaxBytes).toBeGreaterThan(4464);
+    const u = await r.client.usage(EXTRACT);
+    expect(u.size).toBe(written);
+    expect(u.inodes).toBe(11);
+  });
+
   it('List: everything, containerd\'s filters (any of several), batches of 100', async () => {
     await r.client.prepare(EXTRACT);
     await r.client.commit(LAYER, EXTRACT, { 'containerd.io/snapshot.ref': 'sha256:1111' });

@@ -30,6 +30,8 @@ export function formatInfo(r: InfoResult): string {
     ['Data Space Available', formatBytes(r.dataAvailable)],
     ['Data Space On Disk', formatBytes(r.dataOnDisk)],
     ['Metadata Space Used', formatBytes(r.metadataUsed)],
+    ['Inline Data Space Used', `${formatBytes(r.inlineUsed)} (small blocks held in the metadata)`],
+    ['Inline Block Maximum', r.inlineMax === 0 ? 'off (every block in the data file)' : formatBytes(r.inlineMax)],
     ['Thin Pool Minimum Free Space', `${formatBytes(r.minFreeSpace)} (${formatPercent(r.minFreeSpacePercent)})`],
     [
       'Autoextend',

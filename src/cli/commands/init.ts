@@ -16,6 +16,7 @@ interface InitOptions {
   autoextendThreshold?: number;
   autoextendPercent?: number;
   autoextendMax?: number;
+  inlineMax?: number;
   json?: boolean;
 }
 
@@ -31,7 +32,12 @@ export function register(program: Command): void {
       .option('--min-free-space <percent>', `refuse new allocations below this free data space, like dm.min_free_space (default: ${DEFAULTS.minFreePercent}%)`, percentArg)
       .option('--autoextend-threshold <percent>', 'grow the data file when used space reaches this percentage', percentArg)
       .option('--autoextend-percent <percent>', 'grow the data file by this percentage of its size', percentArg)
-      .option('--autoextend-max <size>', 'never grow the data file beyond this size', sizeArg),
+      .option('--autoextend-max <size>', 'never grow the data file beyond this size', sizeArg)
+      .option(
+        '--inline-max <size>',
+        'keep blocks whose data ends at most this far in inside the metadata instead of a whole pool block; 0: every block in the data file; at most the block size (default: half a block)',
+        sizeArg,
+      ),
   ).action(async (o: InitOptions, cmd: Command) => {
     const { root } = globals(cmd);
     const autoextend = [o.autoextendThreshold, o.autoextendPercent, o.autoextendMax];
@@ -43,6 +49,7 @@ export function register(program: Command): void {
       blockSizeBytes: o.blockSize,
       baseSizeBytes: o.baseSize,
       minFreePercent: o.minFreeSpace,
+      inlineMaxBytes: o.inlineMax,
       autoextend:
         o.autoextendThreshold === undefined
           ? undefined
@@ -52,7 +59,8 @@ export function register(program: Command): void {
       o.json
         ? formatJson(result)
         : `created thin pool ${result.poolName} in ${result.root}: ${formatBytes(result.dataTotal)} data file (sparse), ` +
-            `${formatBytes(result.blockSize)} blocks, ${formatBytes(result.baseDeviceSize)} base device size\n`,
+            `${formatBytes(result.blockSize)} blocks, ${formatBytes(result.baseDeviceSize)} base device size, ` +
+            `${result.inlineMax === 0 ? 'no inline blocks' : `blocks up to ${formatBytes(result.inlineMax)} inline`}\n`,
     );
   });
 }

@@ -40,13 +40,18 @@ function formatInspect(r: InspectResult & { mount: DeviceMount | null }): string
     ['Chain', list(r.chain)],
     ['Children', list(r.children)],
     ['Layers', r.depth],
-    ['Used', formatBytes(r.mappedBytes)],
-    ['Exclusive', formatBytes(r.exclusiveBytes)],
+    ['Used', withInline(r.mappedBytes, r.inlineBytes)],
+    ['Exclusive', withInline(r.exclusiveBytes, r.inlineExclusiveBytes)],
     ['Size limit', formatBytes(r.sizeLimitBytes)],
     ['Created', r.created],
     ...(r.layerIds.length > 0 ? ([['Layer of', r.layerIds.map((l) => `${l.chainId} (diffID ${l.diffId}${l.how === 'save' ? ', as saved' : ''})`).join(', ')]] as [string, string][]) : []),
   ]);
   return r.imageInfo === null ? device : `${device}${formatImage(r.imageInfo)}`;
+}
+
+/** Bytes, and how many of them are held inline in the metadata when any are: `40 KB (2.5 KB inline)`. */
+function withInline(total: number, inline: number | undefined): string {
+  return inline === undefined || inline === 0 ? formatBytes(total) : `${formatBytes(total)} (${formatBytes(inline)} inline)`;
 }
 
 /** A value of the config as one line: strings as they are, lists and objects as JSON. */

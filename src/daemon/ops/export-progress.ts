@@ -28,7 +28,7 @@ export function withExportProgress(exportOp: OpFn): OpFn {
     const diff = optBool('export', a, 'diff');
     const expected = await withPool(ctx, 'read', (pool) => {
       const d = resolveImageName(pool, name);
-      return d === undefined ? 0 : (diff ? d.exclusiveBlocks : d.mappedBlocks) * pool.blockSizeBytes;
+      return d === undefined ? 0 : diff ? d.exclusiveBytes : d.mappedBytes;
     }).catch(() => 0);
     let done = 0;
     const tell = (total = Math.max(expected, done, 1)): void => report({ done, total, unit: 'bytes', entries: 0 } satisfies ImportProgress);

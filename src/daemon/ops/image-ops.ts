@@ -64,10 +64,14 @@ export interface DeviceSummary {
   readOnly: boolean;
   /** active; deferred (deletion waits for its children or its mount); incomplete (an image whose import has not finished). */
   state: 'active' | 'deferred' | 'incomplete';
-  /** Bytes visible through the chain (own and inherited blocks). */
+  /** Data bytes visible through the chain, exact: own and inherited pool blocks, plus inline bytes. */
   mappedBytes: number;
-  /** Bytes only this device holds (freed when it is deleted). */
+  /** Data bytes only this device holds (what deleting it gives back): its pool blocks plus its inline bytes. */
   exclusiveBytes: number;
+  /** Of mappedBytes, the bytes of small blocks held inline in the metadata (they take no pool block). */
+  inlineBytes: number;
+  /** Of exclusiveBytes, the inline bytes. */
+  inlineExclusiveBytes: number;
   sizeLimitBytes: number;
   /** ISO 8601. */
   created: string;
@@ -391,7 +395,6 @@ function topology(pool: Pool): Topology {
 }
 
 function summaries(pool: Pool, topo = topology(pool)): DeviceSummary[] {
-  const bs = pool.blockSizeBytes;
   const images = new Map(listImages(pool).map((i) => [i.deviceId as number, i]));
   return pool.listDevices().map((d) => ({
     id: d.id,
@@ -400,8 +403,10 @@ function summaries(pool: Pool, topo = topology(pool)): DeviceSummary[] {
     parent: topo.parent.get(d.id)?.name ?? null,
     readOnly: d.readOnly,
     state: d.state === 'deferred' ? 'deferred' : d.kind === 'image' && !d.readOnly ? 'incomplete' : 'active',
-    mappedBytes: d.mappedBlocks * bs,
-    exclusiveBytes: d.exclusiveBlocks * bs,
+    mappedBytes: d.mappedBytes,
+    exclusiveBytes: d.exclusiveBytes,
+    inlineBytes: d.inlineMappedBytes,
+    inlineExclusiveBytes: d.inlineExclusiveBytes,
     sizeLimitBytes: d.sizeLimitBytes,
     created: new Date(Number(d.createdNs / 1_000_000n)).toISOString(),
     createdNs: d.createdNs.toString(),

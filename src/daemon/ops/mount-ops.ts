@@ -85,9 +85,11 @@ export interface MountStats {
   /** The FUSE adapter's counters: operations by kind with errors and latency, bytes read and written. */
   counters: CountersSnapshot;
   device: {
-    /** Bytes visible through the chain, and those only this device holds, now. */
+    /** Data bytes visible through the chain, and those only this device holds, now (exact: pool blocks plus inline bytes). */
     mappedBytes: number;
     exclusiveBytes: number;
+    /** Of mappedBytes, the bytes held inline in the metadata. */
+    inlineBytes: number;
     /** How the device's own blocks changed since the mount: allocated minus freed (net). */
     ownBlocksSinceMount: number;
     blockSize: number;

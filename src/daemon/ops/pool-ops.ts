@@ -26,6 +26,10 @@ export interface InfoResult {
   /** Bytes the sparse data file really occupies on the host. */
   dataOnDisk: number;
   metadataUsed: number;
+  /** Bytes of file data held inline in the metadata (small blocks: part of metadataUsed, none of dataUsed). */
+  inlineUsed: number;
+  /** Blocks whose data ends at most this many bytes in are held inline; 0: none are. */
+  inlineMax: number;
   devices: number;
   deferredDeletions: number;
   transactionId: number;
@@ -55,7 +59,7 @@ export interface TrimResult {
   dataOnDisk: number;
 }
 
-/** Create a pool: `dataSizeBytes`, `blockSizeBytes`, `baseSizeBytes`, `minFreePercent`, `autoextend`. Never runs in a daemon. */
+/** Create a pool: `dataSizeBytes`, `blockSizeBytes`, `baseSizeBytes`, `minFreePercent`, `inlineMaxBytes`, `autoextend`. Never runs in a daemon. */
 export function init(ctx: OpContext, raw: unknown): InfoResult {
   const a = argsObject('init', raw);
   const ae = a.autoextend === undefined || a.autoextend === null ? undefined : argsObject('init', a.autoextend);
@@ -64,6 +68,7 @@ export function init(ctx: OpContext, raw: unknown): InfoResult {
     blockSizeBytes: optNumber('init', a, 'blockSizeBytes'),
     baseSizeBytes: optNumber('init', a, 'baseSizeBytes'),
     minFreePercent: optNumber('init', a, 'minFreePercent'),
+    inlineMaxBytes: optNumber('init', a, 'inlineMaxBytes'),
     autoextend:
       ae === undefined
         ? undefined
@@ -129,6 +134,8 @@ function infoOf(s: PoolStatus): InfoResult {
     dataAvailable: s.dataAvailableBytes,
     dataOnDisk: onDisk(s.dataFile),
     metadataUsed: s.metadataUsedBytes,
+    inlineUsed: s.inlineBytes,
+    inlineMax: s.inlineMaxBytes,
     devices: s.devices,
     deferredDeletions: s.deferredDeletions,
     transactionId: s.transactionId,

@@ -280,9 +280,8 @@ export function usage(pool: Pool, req: { key: string }): SnapshotUsage {
   const dev = deviceOf(pool, 'usage', rec);
   const view = Filesystem.open(pool, dev.id, { readOnly: true });
   try {
-    // Small files live inline in the metadata (DESIGN.md §3): their bytes count too, where the pool reports them.
-    const inline = (dev as DeviceInfo & { inlineExclusiveBytes?: number }).inlineExclusiveBytes ?? 0;
-    return { size: dev.exclusiveBlocks * pool.blockSizeBytes + inline, inodes: view.changes().filter((c) => c.kind !== 'deleted').length };
+    // exclusiveBytes is exact: the device's own pool blocks plus the bytes of its small blocks held inline in the metadata.
+    return { size: dev.exclusiveBytes, inodes: view.changes().filter((c) => c.kind !== 'deleted').length };
   } finally {
     view.close();
   }
