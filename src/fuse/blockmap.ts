@@ -63,16 +63,21 @@ export class KernelBlockMap {
     this.session = undefined;
   }
 
-  /** After JS answered a request the map lacked: fill the chunks of [offsetBytes, +lengthBytes) of `ino`. */
-  fill(ino: Ino, offsetBytes: number, lengthBytes: number): void {
+  /**
+   * After JS answered a request the map lacked: fill the chunks of [offsetBytes, +lengthBytes)
+   * of `ino`, and `ahead` chunks after them. Reading ahead matters: the kernel's readahead
+   * has several READs of a chunk in flight, and all that arrive before the fill reach JS
+   * (measured: a quarter of a cold 1 GiB sequential read went through JS with no chunk ahead).
+   */
+  fill(ino: Ino, offsetBytes: number, lengthBytes: number, ahead = 0): void {
     const s = this.session;
     if (s === undefined) return;
     const c0 = Math.floor(offsetBytes / this.chunkBytes);
-    const c1 = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / this.chunkBytes);
+    const c1 = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / this.chunkBytes) + ahead;
     for (let c = c0; c <= c1; c++) {
       const first = c * BLOCK_MAP_CHUNK;
       const m = this.fs.blockMap(ino, first, BLOCK_MAP_CHUNK);
-      if (m === undefined) return;
+      if (m === undefined || (c > c0 && first * (1 << this.blockShift) >= m.sizeBytes)) return;
       // Entries past the end of the file are left out (they read as zeros, and the C side stops at the size).
       const inFile = Math.max(0, Math.min(BLOCK_MAP_CHUNK, Math.ceil(m.sizeBytes / (1 << this.blockShift)) - first));
       s.blockMapFill(ino, m.sizeBytes, first, inFile === BLOCK_MAP_CHUNK ? m.entries : m.entries.subarray(0, inFile));

@@ -56,6 +56,8 @@ export interface LlOpsConfig {
 }
 
 const O_ACCMODE = 0o3;
+/** Chunks of the block map (16 MiB each) filled past a read miss: sequential readers then stay in C (blockmap.ts). */
+const READ_FILL_AHEAD_CHUNKS = 4;
 /** FUSE sends readdir replies in buffers of `size` bytes: at least 24 + 8 bytes per entry. */
 const DIRENT_MIN_BYTES = 32;
 /** A readdirplus entry: fuse_entry_out (128) + dirent (24) + a short name, padded. */
@@ -175,7 +177,7 @@ export function makeLowLevelOps(fs: Filesystem, cfg: LlOpsConfig) {
       // fh 0: an open the C hot path answered (read-only, no handle): read by inode.
       const data = fh === 0 ? fs.readIno(ino, offset, size) : fs.read(fh, offset, size);
       counters?.read(data.length);
-      if (miss) blockMap?.fill(ino, offset, size);
+      if (miss) blockMap?.fill(ino, offset, size, READ_FILL_AHEAD_CHUNKS);
       return data;
     },
     write: (ino, data, offset, fh, _writepage, miss) => {
