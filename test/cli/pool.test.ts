@@ -323,12 +323,14 @@ describe('trim', () => {
     const onDisk = fs.statSync(data).blocks * 512;
     expect(onDisk).toBeGreaterThanOrEqual(4 * 64 * KiB);
 
+    // A writable open punches every free block first (pool.ts: fresh blocks must read as
+    // zeros), so the bytes go back to the host either there or by trim itself.
     const r = await cli('trim', '--json');
     expect(r.code).toBe(0);
     const j = json<{ trimmed: number; dataOnDisk: number }>(r);
-    expect(j.trimmed).toBeGreaterThanOrEqual(4 * 64 * KiB);
+    expect(j.trimmed).toBeGreaterThanOrEqual(0);
     expect(j.dataOnDisk).toBe(fs.statSync(data).blocks * 512);
-    expect(j.dataOnDisk).toBeLessThan(onDisk);
+    expect(onDisk - j.dataOnDisk).toBeGreaterThanOrEqual(4 * 64 * KiB);
     expect((await cli('check')).code).toBe(0);
   });
 });
