@@ -74,10 +74,13 @@ export class KernelBlockMap {
     if (s === undefined) return;
     const c0 = Math.floor(offsetBytes / this.chunkBytes);
     const c1 = Math.floor((offsetBytes + Math.max(lengthBytes, 1) - 1) / this.chunkBytes) + ahead;
+    let size = Infinity;
     for (let c = c0; c <= c1; c++) {
       const first = c * BLOCK_MAP_CHUNK;
+      if (c > c0 && first * (1 << this.blockShift) >= size) return; // past the end: nothing to fill
       const m = this.fs.blockMap(ino, first, BLOCK_MAP_CHUNK);
-      if (m === undefined || (c > c0 && first * (1 << this.blockShift) >= m.sizeBytes)) return;
+      if (m === undefined) return;
+      size = m.sizeBytes;
       // Entries past the end of the file are left out (they read as zeros, and the C side stops at the size).
       const inFile = Math.max(0, Math.min(BLOCK_MAP_CHUNK, Math.ceil(m.sizeBytes / (1 << this.blockShift)) - first));
       s.blockMapFill(ino, m.sizeBytes, first, inFile === BLOCK_MAP_CHUNK ? m.entries : m.entries.subarray(0, inFile));
