@@ -10,6 +10,9 @@
  *   thinfs block-only  a pool made by `thinfs init --inline-max 0`
  *   fuse-overlayfs     over the same image directory, a fresh upper per run
  *   plain              a directory on the host's disk (a reference: no FUSE)
+ *   baseline inline    with --baseline DIR: a pool made by another build's `thinfs init`
+ *                      (DIR: a checkout with dist/ built, node_modules and native-deps/build
+ *                      linked in), e.g. the commit before the inline write-back cache
  * Each run uses a fresh container of an image (created, mounted, unmounted, removed).
  *
  * Workloads (each timed from its first open to the close of its last file):
@@ -60,6 +63,7 @@ interface Options {
   overlay: boolean;
   plain: boolean;
   dir: string;
+  baseline?: string;
   json: boolean;
 }
 
@@ -89,12 +93,18 @@ const opt = new Command('bench:small-writes')
   .option('--no-overlay', 'leave fuse-overlayfs out')
   .option('--no-plain', 'leave the plain directory out')
   .option('--dir <dir>', 'scratch directory (removed at the end)', path.join(REPO, '.bench', `small-writes-${process.pid}`))
+  .option('--baseline <dir>', 'also measure a pool of the build in DIR (its dist/src/cli/main.js), inline blocks on')
   .option('--json', 'print JSON instead of tables')
   .parse()
   .opts<Options>();
 opt.dir = path.resolve(opt.dir);
 if (opt.owSize % PAGE !== 0 || opt.owSize < PAGE) {
   console.error('bench:small-writes: --ow-size must be a multiple of 4K');
+  process.exit(2);
+}
+const baselineCli = opt.baseline === undefined ? undefined : path.resolve(opt.baseline, 'dist', 'src', 'cli', 'main.js');
+if (baselineCli !== undefined && !fs.existsSync(baselineCli)) {
+  console.error(`bench:small-writes: ${baselineCli} is missing; build the baseline first (npx tsc -p . there)`);
   process.exit(2);
 }
 const haveOverlay = opt.overlay && spawnSync('fuse-overlayfs', ['--version']).status === 0;
@@ -140,11 +150,14 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 class ThinfsPool {
   readonly root: string;
   private readonly daemons = new Set<number>();
-  constructor(name: string) {
+  constructor(
+    name: string,
+    private readonly main = CLI,
+  ) {
     this.root = path.join(opt.dir, name);
   }
   cli(...argv: string[]): string {
-    const r = spawnSync(process.execPath, [CLI, '--root', this.root, ...argv], { encoding: 'utf8', timeout: 600_000 });
+    const r = spawnSync(process.execPath, [this.main, '--root', this.root, ...argv], { encoding: 'utf8', timeout: 600_000 });
     if (r.status !== 0) throw new Error(`thinfs ${argv.join(' ')} failed: ${(r.stderr || r.stdout || String(r.error ?? r.signal)).trim()}`);
     return r.stdout;
   }
@@ -322,7 +335,7 @@ function overwriteWorkload(dir: string, pid: number | undefined): Sample {
 
 // ------------------------------------------------------------------ main
 
-type TargetName = 'thinfs inline' | 'thinfs block-only' | 'fuse-overlayfs' | 'plain';
+type TargetName = 'thinfs inline' | 'thinfs block-only' | 'fuse-overlayfs' | 'plain' | 'baseline inline';
 interface Target {
   name: TargetName;
   open: (run: string) => View;
@@ -341,16 +354,19 @@ function main(): void {
   fs.mkdirSync(path.join(lower, 'etc'), { recursive: true });
   fs.writeFileSync(path.join(lower, 'etc', 'hostname'), 'bench\n');
 
-  const pools = { inline: new ThinfsPool('pool-inline'), block: new ThinfsPool('pool-block') };
+  const pools: Record<string, ThinfsPool> = { inline: new ThinfsPool('pool-inline'), block: new ThinfsPool('pool-block') };
+  if (baselineCli !== undefined) pools.baseline = new ThinfsPool('pool-baseline', baselineCli);
   cleanups.push({ what: 'thinfs daemons', fn: () => Object.values(pools).forEach((p) => p.endDaemons()) });
-  pools.inline.cli('init', '--data-size', '16G');
-  pools.block.cli('init', '--data-size', '16G', '--inline-max', '0');
+  pools.inline!.cli('init', '--data-size', '16G');
+  pools.block!.cli('init', '--data-size', '16G', '--inline-max', '0');
+  pools.baseline?.cli('init', '--data-size', '16G');
   for (const p of Object.values(pools)) p.cli('import', 'img', lower);
-  const inlineMax = (JSON.parse(pools.inline.cli('info', '--json')) as { inlineMax: number }).inlineMax;
+  const inlineMax = (JSON.parse(pools.inline!.cli('info', '--json')) as { inlineMax: number }).inlineMax;
 
   const targets: Target[] = [
-    { name: 'thinfs inline', open: (run) => thinfsView(pools.inline, `c${run}`) },
-    { name: 'thinfs block-only', open: (run) => thinfsView(pools.block, `c${run}`) },
+    { name: 'thinfs inline', open: (run) => thinfsView(pools.inline!, `c${run}`) },
+    { name: 'thinfs block-only', open: (run) => thinfsView(pools.block!, `c${run}`) },
+    ...(pools.baseline !== undefined ? [{ name: 'baseline inline' as const, open: (run: string) => thinfsView(pools.baseline!, `c${run}`) }] : []),
     ...(haveOverlay ? [{ name: 'fuse-overlayfs' as const, open: (run: string) => overlayView(lower, run) }] : []),
     ...(opt.plain ? [{ name: 'plain' as const, open: (run: string) => plainView(run) }] : []),
   ];
@@ -393,13 +409,15 @@ function report(names: TargetName[], results: Map<TargetName, RunResult[]>, inli
     return;
   }
   const ratio = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined || b === 0 ? '-' : `${(a / b).toFixed(2)}x`);
-  const table = new Table({ head: ['measure', ...names, 'inline ÷ block-only', ...(names.includes('fuse-overlayfs') ? ['inline ÷ fuse-overlayfs'] : [])] });
+  const extra = [...(names.includes('fuse-overlayfs') ? ['inline ÷ fuse-overlayfs'] : []), ...(names.includes('baseline inline') ? ['inline ÷ baseline inline'] : [])];
+  const table = new Table({ head: ['measure', ...names, 'inline ÷ block-only', ...extra] });
   for (const r of rows) {
     const cells = names.map((n) => {
       const v = r.values[n];
       return v === undefined ? '-' : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${r.unit}`;
     });
-    table.push([r.measure, ...cells, ratio(r.values['thinfs inline'], r.values['thinfs block-only']), ...(names.includes('fuse-overlayfs') ? [ratio(r.values['thinfs inline'], r.values['fuse-overlayfs'])] : [])]);
+    const more = extra.map((h) => ratio(r.values['thinfs inline'], r.values[h.slice('inline ÷ '.length)]));
+    table.push([r.measure, ...cells, ratio(r.values['thinfs inline'], r.values['thinfs block-only']), ...more]);
   }
   console.log(
     `small writes into small files, mounted (median of ${opt.runs} runs; ${opt.files} files grown to ${opt.growTo} B by ${opt.append}-byte appends; ` +

@@ -374,8 +374,10 @@ export class BlockIo {
         steps.push({ fb, kind: 'inplace', pos: this.data.pos(own, from - blockStart), buf: slice });
         continue;
       }
-      if (isInline(own) && Math.max(to - blockStart, own.len) <= this.pool.inlineMaxBytes) {
-        // A rewrite of an own inline row: into the write-back cache at the rows step below.
+      const whole = isInline(own) && from === blockStart && to - blockStart >= own.len;
+      if (isInline(own) && !whole && Math.max(to - blockStart, own.len) <= this.pool.inlineMaxBytes) {
+        // A partial rewrite of an own inline row (an append, a page inside it): into the
+        // write-back cache at the rows step below. (A whole one is written as it comes.)
         const len = Math.max(to - blockStart, own.len);
         steps.push({ fb, kind: 'cached', own, offset: from - blockStart, slice });
         inlineBytes += len;
@@ -431,8 +433,10 @@ export class BlockIo {
         this.st.upsertMapping.run(key, s.fb, chain.top, s.pb!, null);
       } else if (s.kind === 'inline') {
         const own = res.get(s.fb)?.own;
-        if (isInline(own)) this.inline.write(own.id, own.data!, 0, s.data);
-        else this.st.upsertMapping.run(key, s.fb, chain.top, null, this.insertInline(s.data));
+        if (isInline(own)) {
+          this.inline.forget(own.id);
+          this.st.updateInline.run(s.data, own.id);
+        } else this.st.upsertMapping.run(key, s.fb, chain.top, null, this.insertInline(s.data));
       }
     }
     this.account(dev, key, top, dMapped, dOwned, dInlineMapped, dInlineOwned);
