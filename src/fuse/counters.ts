@@ -11,6 +11,8 @@
  * libfuse's queue before the handler runs is not in it.
  */
 
+import type { BlockMapStats } from './lowlevel.js';
+
 /** Upper bounds (inclusive, ms) of the latency buckets; one more bucket holds the rest. */
 export const LATENCY_BOUNDS_MS: readonly number[] = [
   0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000,
@@ -49,16 +51,7 @@ export interface CountersSnapshot {
 }
 
 /** What the C hot path counted (LowLevelSession.blockMapStats). */
-export interface NativeCounts {
-  reads: number;
-  readBytes: number;
-  readErrors: number;
-  writes: number;
-  writeBytes: number;
-  writeErrors: number;
-  /** Read-only opens (and their releases) answered in C. */
-  opens: number;
-}
+export type NativeCounts = Pick<BlockMapStats, 'reads' | 'readBytes' | 'readErrors' | 'writes' | 'writeBytes' | 'writeErrors' | 'opens'>;
 
 class OpCounter {
   count = 0;
