@@ -388,13 +388,15 @@ function main(): void {
 }
 
 function report(names: TargetName[], results: Map<TargetName, RunResult[]>, inlineMax: number): void {
-  const med = (name: TargetName, f: (r: RunResult) => number | undefined): number | undefined => {
-    const xs = results.get(name)!.map(f).filter((x): x is number => x !== undefined);
-    return xs.length === 0 ? undefined : median(xs);
-  };
-  const rows: { measure: string; unit: string; values: Record<string, number | undefined> }[] = [];
+  const all = (name: TargetName, f: (r: RunResult) => number | undefined): number[] => results.get(name)!.map(f).filter((x): x is number => x !== undefined);
+  const rows: { measure: string; unit: string; values: Record<string, number | undefined>; ranges: Record<string, [number, number] | undefined> }[] = [];
   const row = (measure: string, unit: string, f: (r: RunResult) => number | undefined) =>
-    rows.push({ measure, unit, values: Object.fromEntries(names.map((n) => [n, med(n, f)])) });
+    rows.push({
+      measure,
+      unit,
+      values: Object.fromEntries(names.map((n) => [n, all(n, f).length === 0 ? undefined : median(all(n, f))])),
+      ranges: Object.fromEntries(names.map((n) => [n, all(n, f).length === 0 ? undefined : [Math.min(...all(n, f)), Math.max(...all(n, f))]])),
+    });
   const perOpUs = (s: Sample) => (s.wallMs * 1000) / s.ops;
   const cpuUs = (s: Sample) => (s.cpuS === undefined ? undefined : (s.cpuS * 1e6) / s.ops);
   const appendOps = Math.ceil(opt.growTo / opt.append) * opt.files;
@@ -412,15 +414,17 @@ function report(names: TargetName[], results: Map<TargetName, RunResult[]>, inli
   const extra = [...(names.includes('fuse-overlayfs') ? ['inline ÷ fuse-overlayfs'] : []), ...(names.includes('baseline inline') ? ['inline ÷ baseline inline'] : [])];
   const table = new Table({ head: ['measure', ...names, 'inline ÷ block-only', ...extra] });
   for (const r of rows) {
+    const fmt = (v: number) => v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2);
     const cells = names.map((n) => {
       const v = r.values[n];
-      return v === undefined ? '-' : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${r.unit}`;
+      const range = r.ranges[n];
+      return v === undefined ? '-' : `${fmt(v)} ${r.unit}${range !== undefined && opt.runs > 1 ? `\n(${fmt(range[0])}-${fmt(range[1])})` : ''}`;
     });
     const more = extra.map((h) => ratio(r.values['thinfs inline'], r.values[h.slice('inline ÷ '.length)]));
     table.push([r.measure, ...cells, ratio(r.values['thinfs inline'], r.values['thinfs block-only']), ...more]);
   }
   console.log(
-    `small writes into small files, mounted (median of ${opt.runs} runs; ${opt.files} files grown to ${opt.growTo} B by ${opt.append}-byte appends; ` +
+    `small writes into small files, mounted (median of ${opt.runs} runs, their range below it; ${opt.files} files grown to ${opt.growTo} B by ${opt.append}-byte appends; ` +
       `${opt.owFiles} files of ${opt.owSize} B; thinfs inline max ${inlineMax} B)`,
   );
   console.log(table.toString());
