@@ -409,6 +409,7 @@ static napi_value js_bm_configure(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "blockmap: block size must be 4 KiB .. 1 GiB");
     return NULL;
   }
+  ac_drop(s, 0);
   if (s->bm != NULL) {
     ll_blockmap_t *m = s->bm;
     pthread_mutex_lock(&m->lock);
@@ -521,13 +522,16 @@ static napi_value js_bm_drop(napi_env env, napi_callback_info info) {
   ARGS(2)
   ll_session_t *s = bm_session(env, argv[0]);
   if (s == NULL) return NULL;
-  ll_blockmap_t *m = s->bm;
-  if (m == NULL) return js_bool(env, 0);
   napi_valuetype t;
   napi_typeof(env, argv[1], &t);
+  uint64_t ino = t == napi_undefined ? 0 : (uint64_t) num_of(env, argv[1], 0);
+  /* What changes an inode's blocks or size, or every inode's, changes its attributes too. */
+  ac_drop(s, ino);
+  ll_blockmap_t *m = s->bm;
+  if (m == NULL) return js_bool(env, 0);
   pthread_mutex_lock(&m->lock);
-  if (t == napi_undefined) bm_drop_all(m);
-  else bm_drop_ino(m, (uint64_t) num_of(env, argv[1], 0));
+  if (ino == 0) bm_drop_all(m);
+  else bm_drop_ino(m, ino);
   pthread_mutex_unlock(&m->lock);
   return js_bool(env, 1);
 }

@@ -88,7 +88,8 @@ static void open_flags_to(struct fuse_file_info *fi, uint32_t flags) {
 
 #define CLAIM(argv0)                                                        \
   ll_item_t *it = slot_claim(num_of(env, argv0, -1));                       \
-  if (it == NULL) return js_bool(env, 0);
+  if (it == NULL) return js_bool(env, 0);                                   \
+  ac_replied(it->s, it);
 
 #define BAD_ARGS(msg)                                                       \
   do {                                                                      \
@@ -122,6 +123,7 @@ static napi_value ll_reply_entry(napi_env env, napi_callback_info info) {
   if (e == NULL) BAD_ARGS("reply_entry: expected a Float64Array entry");
   struct fuse_entry_param p;
   entry_from(e, &p);
+  if (it->kind == OP_LOOKUP) ac_fill(it->s, it, p.ino, &p.attr, p.attr_timeout);
   DONE(fuse_reply_entry(it->req, &p));
 }
 
@@ -148,7 +150,9 @@ static napi_value ll_reply_attr(napi_env env, napi_callback_info info) {
   if (f == NULL) BAD_ARGS("reply_attr: expected a Float64Array stat");
   struct stat st;
   stat_from(f, &st);
-  DONE(fuse_reply_attr(it->req, &st, num_of(env, argv[2], 0)));
+  double timeout = num_of(env, argv[2], 0);
+  if (it->kind == OP_GETATTR) ac_fill(it->s, it, (uint64_t) it->a[A_INO], &st, timeout);
+  DONE(fuse_reply_attr(it->req, &st, timeout));
 }
 
 /* reply_readlink(id, target byte string) */
@@ -355,6 +359,8 @@ static napi_value ll_reply_readdir(napi_env env, napi_callback_info info) {
       struct fuse_entry_param p;
       entry_from(e, &p);
       need = fuse_add_direntry_plus(it->req, buf + used, size - used, name, &p, (off_t) e[E_LEN]);
+      if (need <= size - used && p.ino != 0 && strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
+        ac_fill(it->s, it, p.ino, &p.attr, p.attr_timeout);
     } else {
       struct stat st;
       memset(&st, 0, sizeof(st));

@@ -118,6 +118,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   NEW_ITEM(it, OP_LOOKUP, names_len(name, NULL));
+  it->ac_mark = ac_mark(it->s);
   it->a[A_INO] = parent;
   set_names(it, name, NULL);
   enqueue(it->s, it);
@@ -125,6 +126,7 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
 
 static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   ll_session_t *s = SESSION(req);
+  ac_drop(s, ino);
   fuse_reply_none(req);
   ll_item_t *it = item_new(s, NULL, OP_FORGET, 0);
   if (it == NULL) return; /* the count leaks (an inode kept too long), nothing breaks */
@@ -135,6 +137,7 @@ static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 
 static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
   ll_session_t *s = SESSION(req);
+  for (size_t i = 0; i < count; i++) ac_drop(s, forgets[i].ino);
   ll_item_t *it = item_new(s, NULL, IT_FORGET_MULTI, count * 2 * sizeof(double));
   if (it != NULL) {
     double *pairs = (double *) it->tail;
@@ -149,7 +152,9 @@ static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 }
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if (ac_getattr(SESSION(req), req, ino)) return;
   NEW_ITEM(it, OP_GETATTR, 0);
+  it->ac_mark = ac_mark(it->s);
   it->a[A_INO] = ino;
   it->a[A_FH] = FI_FH(fi);
   it->a[A_U3] = fi != NULL;
@@ -319,6 +324,7 @@ static void ll_readdir_common(int kind, fuse_req_t req, fuse_ino_t ino, size_t s
   it->a[A_FH] = (double) fi->fh;
   it->a[A_OFF] = (double) off;
   it->a[A_SIZE] = (double) size;
+  if (kind == OP_READDIRPLUS) it->ac_mark = ac_mark(it->s);
   enqueue(it->s, it);
 }
 

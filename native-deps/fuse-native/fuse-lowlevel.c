@@ -220,6 +220,7 @@ void session_release(ll_session_t *s) {
   pthread_mutex_destroy(&s->nocap_lock);
   free(s->nocap);
   bm_destroy(s->bm);
+  ac_destroy(s->ac);
   pthread_cond_destroy(&s->ncond);
   free(s->mountpoint);
   free(s);
@@ -537,6 +538,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
   set_fn(env, exports, "nocap", ll_nocap);
   ll_export_replies(env, exports);
   ll_export_blockmap(env, exports);
+  ll_export_attrcache(env, exports);
 
   napi_value ops, ev, caps, set, layout;
   napi_create_object(env, &ops);

@@ -107,6 +107,7 @@ typedef struct ll_item {
   sem_t done;
   napi_ref buf_ref;        /* write: the ArrayBuffer to detach after the reply */
   size_t nforgets;         /* IT_FORGET_MULTI: pairs (ino, nlookup) in tail */
+  uint64_t ac_mark;        /* getattr/lookup: the attribute cache's mark when received */
   char tail[];
 } ll_item_t;
 
@@ -122,6 +123,8 @@ typedef struct ll_notify {
 
 /* The C hot path's block map (fuse-lowlevel-blockmap.c). */
 typedef struct ll_blockmap ll_blockmap_t;
+/* GETATTR answered in the worker (fuse-lowlevel-attrcache.c). */
+typedef struct ll_attrcache ll_attrcache_t;
 
 struct ll_session {
   napi_env env;
@@ -159,6 +162,8 @@ struct ll_session {
 
   /* The C hot path: READ/WRITE served in the worker from this map; NULL until JS configures it. */
   ll_blockmap_t *bm;
+  /* GETATTR from the attributes JS last replied; NULL until JS configures it. */
+  ll_attrcache_t *ac;
 
   /* Inodes known to have no security.capability xattr (fuse-lowlevel-requests.c). */
   pthread_mutex_t nocap_lock;
@@ -215,6 +220,23 @@ int bm_release(ll_session_t *s, fuse_req_t req, struct fuse_file_info *fi);
 void bm_destroy(ll_blockmap_t *m);
 /* JS thread: bm_configure, bm_fill, bm_drop, bm_quiesce, bm_stats. */
 void ll_export_blockmap(napi_env env, napi_value exports);
+
+/* ---- fuse-lowlevel-attrcache.c ---- */
+
+/* Worker: 1 = the GETATTR was answered here. */
+int ac_getattr(ll_session_t *s, fuse_req_t req, fuse_ino_t ino);
+/* Worker: the mark a GETATTR/LOOKUP item carries to ac_fill. */
+uint64_t ac_mark(ll_session_t *s);
+/* Any thread: ino (0: every inode) may have changed. */
+void ac_drop(ll_session_t *s, uint64_t ino);
+/* JS thread, before a reply is sent: drops what the request may have changed. */
+void ac_replied(ll_session_t *s, const ll_item_t *it);
+/* JS thread: JS answered GETATTR/LOOKUP `it` with ino's attributes. */
+void ac_fill(ll_session_t *s, const ll_item_t *it, uint64_t ino, const struct stat *st, double timeout);
+/* After the workers have stopped. */
+void ac_destroy(ll_attrcache_t *c);
+/* JS thread: ac_configure, ac_stats. */
+void ll_export_attrcache(napi_env env, napi_value exports);
 
 /* ---- N-API helpers ---- */
 

@@ -318,6 +318,8 @@ class FuseLowLevel extends EventEmitter {
     }
     try {
       this._session = binding.mount(this.mnt, args, config, dispatch, this)
+      // Before JS answers anything: every reply from here on can fill it.
+      if (this.opts.attrCache) binding.ac_configure(this._session)
     } catch (err) {
       return process.nextTick(cb, err)
     }
@@ -400,6 +402,13 @@ class FuseLowLevel extends EventEmitter {
     const v = this._session === null ? new Array(11).fill(0) : binding.bm_stats(this._session)
     const [reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld, opens] = v
     return { reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld, opens }
+  }
+
+  /** { hits, fills, entries } of the attribute cache (fuse-lowlevel-attrcache.c): GETATTRs answered in C, replies kept, entries held. */
+  attrCacheStats () {
+    if (this._session === null) return { hits: 0, fills: 0, entries: 0 }
+    const [hits, fills, entries] = binding.ac_stats(this._session)
+    return { hits, fills, entries }
   }
 
   /** { requests, batches, maxBatch, outstanding, nocapHits }: requests dispatched to JS, the wake-ups that carried them, the largest batch, requests not yet answered, getxattr answered in C. */

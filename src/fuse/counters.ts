@@ -47,11 +47,14 @@ export interface CountersSnapshot {
    * Of those, the reads and writes the C hot path answered in libfuse's workers (fuse/blockmap.ts):
    * counted in bytesRead/bytesWritten and reads/writes, not in ops (no latency is measured there).
    */
-  native: { reads: number; writes: number; readErrors: number; writeErrors: number; opens: number };
+  native: { reads: number; writes: number; readErrors: number; writeErrors: number; opens: number; getattrs: number };
 }
 
 /** What the C hot path counted (LowLevelSession.blockMapStats). */
-export type NativeCounts = Pick<BlockMapStats, 'reads' | 'readBytes' | 'readErrors' | 'writes' | 'writeBytes' | 'writeErrors' | 'opens'>;
+export type NativeCounts = Pick<BlockMapStats, 'reads' | 'readBytes' | 'readErrors' | 'writes' | 'writeBytes' | 'writeErrors' | 'opens'> & {
+  /** GETATTRs answered from the attribute cache (LowLevelSession.attrCacheStats). */
+  getattrs: number;
+};
 
 class OpCounter {
   count = 0;
@@ -142,7 +145,7 @@ export class MountCounters {
       ops[op] = c.stats();
       total.merge(c);
     }
-    const n = this.native?.() ?? { reads: 0, readBytes: 0, readErrors: 0, writes: 0, writeBytes: 0, writeErrors: 0, opens: 0 };
+    const n = this.native?.() ?? { reads: 0, readBytes: 0, readErrors: 0, writes: 0, writeBytes: 0, writeErrors: 0, opens: 0, getattrs: 0 };
     return {
       since: this.since.toISOString(),
       ops,
@@ -151,7 +154,7 @@ export class MountCounters {
       bytesWritten: this.bytesWritten + n.writeBytes,
       reads: this.reads + n.reads,
       writes: this.writes + n.writes,
-      native: { reads: n.reads, writes: n.writes, readErrors: n.readErrors, writeErrors: n.writeErrors, opens: n.opens },
+      native: { reads: n.reads, writes: n.writes, readErrors: n.readErrors, writeErrors: n.writeErrors, opens: n.opens, getattrs: n.getattrs },
     };
   }
 }

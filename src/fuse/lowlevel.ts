@@ -254,6 +254,13 @@ export interface LowLevelOptions {
   negativeTimeout: number;
   /** FUSE_CAP_WRITEBACK_CACHE: writes land in the page cache and are written back in large requests. */
   writebackCache: boolean;
+  /**
+   * GETATTR answered in C from the attributes the handlers last replied (to a getattr or
+   * lookup), dropped by the replies that may change them (fuse-lowlevel-attrcache.c). Only
+   * for a filesystem whose attributes change by requests alone, or that calls
+   * blockMapDrop (which drops attributes too) when they change otherwise. Default off.
+   */
+  attrCache?: boolean;
   /** 'auto' (default): the kernel chooses per directory; 'always'; only with a readdirplus handler. */
   readdirplus?: 'auto' | 'always';
   /** FUSE_CAP_ATOMIC_O_TRUNC: open gets O_TRUNC and truncates (default off: the kernel sends setattr(size 0) first). */
@@ -324,6 +331,16 @@ export interface BlockMapStats {
   opens: number;
 }
 
+/** The attribute cache's counters (LowLevelOptions.attrCache). */
+export interface AttrCacheStats {
+  /** GETATTRs answered in C. */
+  hits: number;
+  /** getattr/lookup replies kept. */
+  fills: number;
+  /** Entries held (dead ones of older generations included, until reclaimed). */
+  entries: number;
+}
+
 /** Entries of a block map fill: one chunk of at most this many blocks, starting at a multiple of it. */
 export const BLOCK_MAP_CHUNK = 256;
 
@@ -377,6 +394,7 @@ interface RawSession {
   blockMapDrop(ino?: number): boolean;
   blockMapQuiesce(): boolean;
   blockMapStats(): BlockMapStats;
+  attrCacheStats(): AttrCacheStats;
   on(event: 'unmounted', listener: (code: number) => void): void;
 }
 
@@ -459,6 +477,7 @@ export class LowLevelSession {
       maxThreads: options.maxThreads ?? 0,
       maxIdleThreads: options.maxIdleThreads ?? 2,
       cloneFd: options.cloneFd === true,
+      attrCache: options.attrCache === true,
     });
     raw = session;
     const conn = await new Promise<ConnInfo>((resolve, reject) => session.mount((err, c) => (err ? reject(err) : resolve(c))));
@@ -545,6 +564,11 @@ export class LowLevelSession {
 
   blockMapStats(): BlockMapStats {
     return this.session.blockMapStats();
+  }
+
+  /** GETATTRs answered in C, replies kept, entries held (LowLevelOptions.attrCache). */
+  attrCacheStats(): AttrCacheStats {
+    return this.session.attrCacheStats();
   }
 }
 

@@ -118,7 +118,12 @@ export class FuseMount {
       },
     );
     blockMap.attach(session);
-    if (counters !== undefined) counters.native = () => blockMap.stats();
+    if (counters !== undefined) {
+      counters.native = () => {
+        const b = blockMap.stats();
+        return b === undefined ? undefined : { ...b, getattrs: session.ended ? 0 : session.attrCacheStats().hits };
+      };
+    }
     const readahead = (await setReadahead(spec.mountpoint, READAHEAD_KB)) ? READAHEAD_KB : undefined;
     log.info({ mount: spec.name, mountpoint: spec.mountpoint, readOnly: spec.readOnly, options: o.options.mountOptions, readaheadKb: readahead }, 'mounted');
     return new FuseMount(spec.name, spec.mountpoint, spec.readOnly, o.allowOther, o.setuid, o.warnings, session, blockMap);
