@@ -969,7 +969,7 @@ export class Pool implements BlockPool {
     this.needsCheck = this.needsCheck || sb.needs_check === 1;
     this.space.load(this.transactionId);
     this.tree.load();
-    this.io.keyBlocks.clear();
+    this.io.clearAllocations();
     if (!this.inTx) this.io.inline.clear(); // the transaction is gone; a failed operation's undo already ran
   }
 
@@ -1119,7 +1119,7 @@ export class Pool implements BlockPool {
 
   /** Drop a device that is not busy and the layers nobody needs any more. */
   private removeDevice(dev: DeviceRow): void {
-    this.io.keyBlocks.clear();
+    this.io.clearAllocations();
     this.tree.removeDevice(dev, (pb) => this.freeBlock(pb));
   }
 }
