@@ -175,11 +175,16 @@ static napi_value ll_reply_open(napi_env env, napi_callback_info info) {
   DONE(fuse_reply_open(it->req, &fi));
 }
 
-/* reply_write(id, count) */
+/* reply_write(id, count): sent by the worker that waits for it (0: handed over), else here. */
 static napi_value ll_reply_write(napi_env env, napi_callback_info info) {
   ARGS(2)
   CLAIM(argv[0])
-  DONE(fuse_reply_write(it->req, (size_t) num_of(env, argv[1], 0)));
+  size_t count = (size_t) num_of(env, argv[1], 0);
+  if (it->waiting) {
+    it->write_reply = (int64_t) count;
+    DONE(0);
+  }
+  DONE(fuse_reply_write(it->req, count));
 }
 
 /* reply_buf(id, bytes[, length]) — read, getxattr, listxattr; bytes may be undefined (empty) */

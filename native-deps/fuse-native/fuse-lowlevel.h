@@ -104,6 +104,7 @@ typedef struct ll_item {
   const char *data;        /* write: the worker's buffer (borrowed); setxattr: tail */
   size_t data_len;
   int waiting;             /* write: the worker waits on `done` */
+  int64_t write_reply;     /* write: >= 0, the count the worker replies with once woken (-1: JS replied) */
   sem_t done;
   napi_ref buf_ref;        /* write: the ArrayBuffer to detach after the reply */
   size_t nforgets;         /* IT_FORGET_MULTI: pairs (ino, nlookup) in tail */
