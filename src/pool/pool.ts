@@ -1119,8 +1119,8 @@ export class Pool implements BlockPool {
 
   /** Drop a device that is not busy and the layers nobody needs any more. */
   private removeDevice(dev: DeviceRow): void {
-    this.io.clearAllocations();
     this.tree.removeDevice(dev, (pb) => this.freeBlock(pb));
+    this.io.forgetRemoved();
   }
 }
 

@@ -2,7 +2,8 @@
  * st_blocks (ThinDevice.keyAllocatedBytes) stays exact while it is cached: per device, and
  * per frozen layer for devices whose own layer has no rows of the key (thin.ts
  * keyAllocation). Random writes, discards, removals, snapshots (images and containers),
- * deletions and commits over a tree of devices; after each step every live device's count
+ * deletions and commits over a tree of devices (ids of removed devices and layers are reused:
+ * their cached counts must go with them); after each step every live device's count
  * is compared with the count of a freshly opened pool, which has nothing cached.
  */
 import * as path from 'node:path';
