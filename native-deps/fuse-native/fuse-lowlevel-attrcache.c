@@ -1,7 +1,8 @@
 /*
  * fuse-lowlevel-attrcache.c — GETATTR answered in the libfuse worker thread (thinfs): the
- * attributes JS last replied for an inode (to a GETATTR, a LOOKUP or in a READDIRPLUS
- * entry: after drop_caches `find` meets every name that way), kept per session
+ * attributes JS last replied for an inode (to a GETATTR, a LOOKUP, a CREATE, MKNOD, MKDIR
+ * or SYMLINK, or in a READDIRPLUS entry: after drop_caches `find` meets every name that
+ * way), kept per session
  * and handed back without a trip to JS while nothing has changed them.
  *
  * Why: the kernel caches attributes for the attr_timeout JS gives (a day), but every READ
@@ -13,8 +14,8 @@
  * such a GETATTR is exactly the last one: this cache gives it.
  *
  * What keeps it true. Nothing changes an inode's attributes behind the kernel except
- * the requests JS serves and the JS-side events that already drop the block map
- * (a rolled-back operation, fail mode, a layer change: bm_drop calls ac_drop). So:
+ * the requests JS serves and the JS-side events that already drop the whole block map
+ * (a rolled-back operation, fail mode, a layer change: bm_drop() calls ac_drop). So:
  *  - ac_replied(): before JS's reply to a request that may change attributes is sent,
  *    the inodes it may change are dropped (SETATTR, WRITE, FALLOCATE, SETXATTR,
  *    REMOVEXATTR, OPEN with O_TRUNC: the inode; MKNOD, MKDIR, SYMLINK, CREATE,
@@ -113,7 +114,7 @@ int ac_getattr(ll_session_t *s, fuse_req_t req, fuse_ino_t ino) {
   return 1;
 }
 
-/* Worker: the mark a GETATTR/LOOKUP item carries to its fill. */
+/* Worker: the mark an item carries to its fill. */
 uint64_t ac_mark(ll_session_t *s) {
   ll_attrcache_t *c = __atomic_load_n(&s->ac, __ATOMIC_ACQUIRE);
   if (c == NULL) return 0;
@@ -159,7 +160,7 @@ void ac_replied(ll_session_t *s, const ll_item_t *it) {
   }
 }
 
-/* JS thread: JS answered GETATTR/LOOKUP/READDIRPLUS `it` with these attributes of ino. */
+/* JS thread: JS answered `it` with these attributes of ino. */
 void ac_fill(ll_session_t *s, const ll_item_t *it, uint64_t ino, const struct stat *st, double timeout) {
   ll_attrcache_t *c = s->ac;
   if (c == NULL || timeout <= 0 || ino == 0) return;

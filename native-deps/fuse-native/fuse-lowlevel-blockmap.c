@@ -525,8 +525,11 @@ static napi_value js_bm_drop(napi_env env, napi_callback_info info) {
   napi_valuetype t;
   napi_typeof(env, argv[1], &t);
   uint64_t ino = t == napi_undefined ? 0 : (uint64_t) num_of(env, argv[1], 0);
-  /* What changes an inode's blocks or size, or every inode's, changes its attributes too. */
-  ac_drop(s, ino);
+  /* A drop of everything is a change behind the requests (a rollback, fail mode, a layer
+     change): attributes go too. One inode's drop comes with a request whose reply drops its
+     attributes (fuse-lowlevel-attrcache.c); dropping them here as well refused the fill of
+     every CREATE (its truncate drops the new inode's map first). */
+  if (ino == 0) ac_drop(s, 0);
   ll_blockmap_t *m = s->bm;
   if (m == NULL) return js_bool(env, 0);
   pthread_mutex_lock(&m->lock);

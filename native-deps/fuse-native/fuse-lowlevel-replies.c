@@ -123,7 +123,9 @@ static napi_value ll_reply_entry(napi_env env, napi_callback_info info) {
   if (e == NULL) BAD_ARGS("reply_entry: expected a Float64Array entry");
   struct fuse_entry_param p;
   entry_from(e, &p);
-  if (it->kind == OP_LOOKUP) ac_fill(it->s, it, p.ino, &p.attr, p.attr_timeout);
+  /* A new or found name's attributes (LINK's are refused: its own drop of the inode came first). */
+  if (it->kind == OP_LOOKUP || it->kind == OP_MKNOD || it->kind == OP_MKDIR || it->kind == OP_SYMLINK || it->kind == OP_LINK)
+    ac_fill(it->s, it, p.ino, &p.attr, p.attr_timeout);
   DONE(fuse_reply_entry(it->req, &p));
 }
 
@@ -139,6 +141,7 @@ static napi_value ll_reply_create(napi_env env, napi_callback_info info) {
   memset(&fi, 0, sizeof(fi));
   fi.fh = (uint64_t) num_of(env, argv[2], 0);
   open_flags_to(&fi, (uint32_t) num_of(env, argv[3], 0));
+  ac_fill(it->s, it, p.ino, &p.attr, p.attr_timeout);
   DONE(fuse_reply_create(it->req, &p, &fi));
 }
 

@@ -30,6 +30,7 @@ ll_item_t *item_new(ll_session_t *s, fuse_req_t req, int kind, size_t tail) {
     it->a[A_GID] = c->gid;
     it->a[A_PID] = c->pid;
     it->a[A_UMASK] = c->umask;
+    it->ac_mark = ac_mark(s);
   }
   return it;
 }
@@ -118,7 +119,6 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   NEW_ITEM(it, OP_LOOKUP, names_len(name, NULL));
-  it->ac_mark = ac_mark(it->s);
   it->a[A_INO] = parent;
   set_names(it, name, NULL);
   enqueue(it->s, it);
@@ -154,7 +154,6 @@ static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if (ac_getattr(SESSION(req), req, ino)) return;
   NEW_ITEM(it, OP_GETATTR, 0);
-  it->ac_mark = ac_mark(it->s);
   it->a[A_INO] = ino;
   it->a[A_FH] = FI_FH(fi);
   it->a[A_U3] = fi != NULL;
@@ -329,7 +328,6 @@ static void ll_readdir_common(int kind, fuse_req_t req, fuse_ino_t ino, size_t s
   it->a[A_FH] = (double) fi->fh;
   it->a[A_OFF] = (double) off;
   it->a[A_SIZE] = (double) size;
-  if (kind == OP_READDIRPLUS) it->ac_mark = ac_mark(it->s);
   enqueue(it->s, it);
 }
 

@@ -108,7 +108,7 @@ typedef struct ll_item {
   sem_t done;
   napi_ref buf_ref;        /* write: the ArrayBuffer to detach after the reply */
   size_t nforgets;         /* IT_FORGET_MULTI: pairs (ino, nlookup) in tail */
-  uint64_t ac_mark;        /* getattr/lookup: the attribute cache's mark when received */
+  uint64_t ac_mark;        /* the attribute cache's mark when the request was received (ac_fill) */
   char tail[];
 } ll_item_t;
 
