@@ -45,7 +45,7 @@ static int bytes_of(napi_env env, napi_value v, const char **p, size_t *n) {
   return 0;
 }
 
-static void stat_from(const double *f, struct stat *st) {
+void stat_from(const double *f, struct stat *st) {
   memset(st, 0, sizeof(*st));
   st->st_ino = (ino_t) f[ST_INO];
   st->st_mode = (mode_t) f[ST_MODE];

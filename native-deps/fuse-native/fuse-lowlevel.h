@@ -208,6 +208,8 @@ void session_release(ll_session_t *s);
 /* ---- fuse-lowlevel-replies.c (JS thread) ---- */
 
 void ll_export_replies(napi_env env, napi_value exports);
+/* A struct stat from its ST_LEN doubles. */
+void stat_from(const double *f, struct stat *st);
 
 /* ---- fuse-lowlevel-blockmap.c ---- */
 
@@ -236,7 +238,7 @@ void ac_replied(ll_session_t *s, const ll_item_t *it);
 void ac_fill(ll_session_t *s, const ll_item_t *it, uint64_t ino, const struct stat *st, double timeout);
 /* After the workers have stopped. */
 void ac_destroy(ll_attrcache_t *c);
-/* JS thread: ac_configure, ac_stats. */
+/* JS thread: ac_configure, ac_put, ac_stats. */
 void ll_export_attrcache(napi_env env, napi_value exports);
 
 /* ---- N-API helpers ---- */

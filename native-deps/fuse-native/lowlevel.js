@@ -404,6 +404,13 @@ class FuseLowLevel extends EventEmitter {
     return { reads, readBytes, readErrors, writes, writeBytes, writeErrors, fills, drops, quiesceWaits, bytesHeld, opens }
   }
 
+  /** The attribute cache (opts.attrCache): ino's attributes as they are now, after a change the reply dropped them for. */
+  attrCachePut (ino, attr, timeout) {
+    if (this._session === null || this.ended) return
+    putStat(STAT, 0, attr)
+    binding.ac_put(this._session, ino, STAT, timeout)
+  }
+
   /** { hits, fills, entries } of the attribute cache (fuse-lowlevel-attrcache.c): GETATTRs answered in C, replies kept, entries held. */
   attrCacheStats () {
     if (this._session === null) return { hits: 0, fills: 0, entries: 0 }

@@ -394,6 +394,7 @@ interface RawSession {
   blockMapDrop(ino?: number): boolean;
   blockMapQuiesce(): boolean;
   blockMapStats(): BlockMapStats;
+  attrCachePut(ino: number, attr: LlAttr, timeout: number): void;
   attrCacheStats(): AttrCacheStats;
   on(event: 'unmounted', listener: (code: number) => void): void;
 }
@@ -464,8 +465,11 @@ export class LowLevelSession {
     (options.splice === true ? want : unwant).push('SPLICE_WRITE', 'SPLICE_MOVE');
     if (options.readdirplus === 'always') unwant.push('READDIRPLUS_AUTO');
     let raw: RawSession | undefined; // handlers run only once mounted
-    const capabilities = (ino: number, none: boolean): void => raw?.noSecurityCapability(ino, none);
-    const session = new FuseLowLevel(mountpoint, adapt(handlers, options, capabilities), {
+    const side: BindingSide = {
+      capabilities: (ino, none) => raw?.noSecurityCapability(ino, none),
+      attrs: (ino, attr) => raw?.attrCachePut(ino, attr, options.attrTimeout),
+    };
+    const session = new FuseLowLevel(mountpoint, adapt(handlers, options, side), {
       options: options.mountOptions,
       debug: options.debug === true,
       want,
@@ -584,7 +588,16 @@ const ENODATA = osConstants.errno.ENODATA;
  * lookup-count repairs). `capabilities(ino, none)` tells the binding whether ino is known
  * to have no security.capability.
  */
-function adapt(h: LowLevelHandlers, opts: LowLevelOptions, capabilities: (ino: number, none: boolean) => void): Record<string, RawHandler> {
+/** What the adapter tells the binding besides replies (once mounted). */
+interface BindingSide {
+  /** ino is known to have (none=false) or not have a security.capability xattr. */
+  capabilities(ino: number, none: boolean): void;
+  /** The attribute cache: ino's attributes now, after a reply that changed them dropped them. */
+  attrs(ino: number, attr: LlAttr): void;
+}
+
+function adapt(h: LowLevelHandlers, opts: LowLevelOptions, side: BindingSide): Record<string, RawHandler> {
+  const capabilities = side.capabilities;
   const { reply, FuseLowLevel } = loadLowLevel();
   const SET = FuseLowLevel.SET;
   const debug = log.isLevelEnabled('debug');
@@ -658,6 +671,30 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions, capabilities: (ino: n
 
   const sendEntry = (req: ReqId) => (e: LlEntry) => forgetUnsent(reply.entry(req, rawEntry(e)), e.ino);
   const sendOk = (req: ReqId) => () => void reply.err(req, 0);
+  /**
+   * After a reply that changed directories `dirs` (and so dropped their cached attributes):
+   * hand the binding their attributes now, so that the GETATTR the kernel sends for its
+   * permission check at the next path walk through them is answered in C
+   * (fuse-lowlevel-attrcache.c ac_put). Only with the attribute cache; a failure or an
+   * asynchronous getattr hands nothing (the kernel asks JS, as before).
+   */
+  const refresh = (...dirs: number[]): void => {
+    if (opts.attrCache !== true) return;
+    for (const ino of dirs) {
+      try {
+        const a = h.getattr(ino as Ino, undefined);
+        if (!isPromise(a)) side.attrs(ino, a);
+      } catch {
+        // nothing handed over
+      }
+    }
+  };
+  const thenRefresh =
+    <T>(send: (v: T) => void, ...dirs: number[]) =>
+    (v: T): void => {
+      send(v);
+      refresh(...dirs);
+    };
   const openFlags = (o: LlOpen): RawOpenFlags => o;
 
   /** getxattr/listxattr: size 0 asks for the length; a smaller buffer is ERANGE. */
@@ -723,35 +760,35 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions, capabilities: (ino: n
   if (h.mknod) {
     const f = h.mknod;
     t.mknod = (req: ReqId, parent: Ino, name: ByteString, mode: number, rdev: number, caller: RequestCaller) =>
-      run('mknod', req, parent, name, () => f(parent, name, mode, rdev, caller), sendEntry(req));
+      run('mknod', req, parent, name, () => f(parent, name, mode, rdev, caller), thenRefresh(sendEntry(req), parent));
   }
   if (h.mkdir) {
     const f = h.mkdir;
     t.mkdir = (req: ReqId, parent: Ino, name: ByteString, mode: number, caller: RequestCaller) =>
-      run('mkdir', req, parent, name, () => f(parent, name, mode, caller), sendEntry(req));
+      run('mkdir', req, parent, name, () => f(parent, name, mode, caller), thenRefresh(sendEntry(req), parent));
   }
   if (h.unlink) {
     const f = h.unlink;
-    t.unlink = (req: ReqId, parent: Ino, name: ByteString) => run('unlink', req, parent, name, () => f(parent, name), sendOk(req));
+    t.unlink = (req: ReqId, parent: Ino, name: ByteString) => run('unlink', req, parent, name, () => f(parent, name), thenRefresh(sendOk(req), parent));
   }
   if (h.rmdir) {
     const f = h.rmdir;
-    t.rmdir = (req: ReqId, parent: Ino, name: ByteString) => run('rmdir', req, parent, name, () => f(parent, name), sendOk(req));
+    t.rmdir = (req: ReqId, parent: Ino, name: ByteString) => run('rmdir', req, parent, name, () => f(parent, name), thenRefresh(sendOk(req), parent));
   }
   if (h.symlink) {
     const f = h.symlink;
     t.symlink = (req: ReqId, targetName: ByteString, parent: Ino, name: ByteString, caller: RequestCaller) =>
-      run('symlink', req, parent, name, () => f(targetName, parent, name, caller), sendEntry(req));
+      run('symlink', req, parent, name, () => f(targetName, parent, name, caller), thenRefresh(sendEntry(req), parent));
   }
   if (h.rename) {
     const f = h.rename;
     t.rename = (req: ReqId, parent: Ino, name: ByteString, newParent: Ino, newName: ByteString, flags: number) =>
-      run('rename', req, parent, name, () => f(parent, name, newParent, newName, flags), sendOk(req));
+      run('rename', req, parent, name, () => f(parent, name, newParent, newName, flags), thenRefresh(sendOk(req), parent, newParent));
   }
   if (h.link) {
     const f = h.link;
     t.link = (req: ReqId, ino: Ino, newParent: Ino, newName: ByteString) =>
-      run('link', req, newParent, newName, () => f(ino, newParent, newName), sendEntry(req));
+      run('link', req, newParent, newName, () => f(ino, newParent, newName), thenRefresh(sendEntry(req), newParent));
   }
   if (h.open) {
     const f = h.open;
@@ -866,6 +903,7 @@ function adapt(h: LowLevelHandlers, opts: LowLevelOptions, capabilities: (ino: n
     t.create = (req: ReqId, parent: Ino, name: ByteString, mode: number, flags: number, caller: RequestCaller) =>
       run('create', req, parent, name, () => f(parent, name, mode, flags, caller), (c) => {
         const sent = reply.create(req, rawEntry(c.entry), c.open.fh, openFlags(c.open));
+        refresh(parent);
         if (sent === 0) return;
         forgetUnsent(sent, c.entry.ino);
         if (release) void Promise.resolve().then(() => release(c.entry.ino, c.open.fh, flags)).catch(() => {});
