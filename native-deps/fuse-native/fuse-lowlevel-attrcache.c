@@ -160,8 +160,18 @@ void ac_replied(ll_session_t *s, const ll_item_t *it) {
   }
 }
 
-/* JS thread: JS answered `it` with these attributes of ino. */
-void ac_fill(ll_session_t *s, const ll_item_t *it, uint64_t ino, const struct stat *st, double timeout) {
+/* Under lock: is a fill whose request carried `mark` older than a drop of ino (or of everything)? */
+static int ac_stale(const ll_attrcache_t *c, uint64_t mark, uint64_t ino) {
+  if (c->mark - mark >= AC_RECENT) return 1;
+  for (uint64_t n = mark + 1; n <= c->mark; n++) {
+    uint64_t d = c->recent[n % AC_RECENT];
+    if (d == 0 || d == ino) return 1;
+  }
+  return 0;
+}
+
+/* Keeps ino's attributes unless `it` (NULL: JS read them just now) is older than a drop of them. */
+static void ac_keep(ll_session_t *s, const ll_item_t *it, uint64_t ino, const struct stat *st, double timeout) {
   ll_attrcache_t *c = s->ac;
   if (c == NULL || timeout <= 0 || ino == 0) return;
   ac_entry_t *e = malloc(sizeof(ac_entry_t));
@@ -170,12 +180,7 @@ void ac_fill(ll_session_t *s, const ll_item_t *it, uint64_t ino, const struct st
   e->timeout = timeout;
   e->st = *st;
   pthread_mutex_lock(&c->lock);
-  int stale = c->mark - it->ac_mark >= AC_RECENT;
-  for (uint64_t n = it->ac_mark + 1; !stale && n <= c->mark; n++) {
-    uint64_t d = c->recent[n % AC_RECENT];
-    stale = d == 0 || d == ino;
-  }
-  if (stale) {
+  if (it != NULL && ac_stale(c, it->ac_mark, ino)) {
     pthread_mutex_unlock(&c->lock);
     free(e);
     return;
@@ -191,25 +196,9 @@ void ac_fill(ll_session_t *s, const ll_item_t *it, uint64_t ino, const struct st
   pthread_mutex_unlock(&c->lock);
 }
 
-/* JS thread: ino's attributes as they are now (JS read them after its reply dropped them). */
-static void ac_put(ll_session_t *s, uint64_t ino, const struct stat *st, double timeout) {
-  ll_attrcache_t *c = s->ac;
-  if (c == NULL || timeout <= 0 || ino == 0) return;
-  ac_entry_t *e = malloc(sizeof(ac_entry_t));
-  if (e == NULL) return;
-  e->ino = ino;
-  e->timeout = timeout;
-  e->st = *st;
-  pthread_mutex_lock(&c->lock);
-  ac_drop_ino(c, ino);
-  if (c->count >= AC_MAX) ac_free_all(c);
-  e->gen = c->gen;
-  size_t b = ac_bucket(ino);
-  e->next = c->buckets[b];
-  c->buckets[b] = e;
-  c->count++;
-  c->fills++;
-  pthread_mutex_unlock(&c->lock);
+/* JS thread: JS answered `it` with these attributes of ino. */
+void ac_fill(ll_session_t *s, const ll_item_t *it, uint64_t ino, const struct stat *st, double timeout) {
+  ac_keep(s, it, ino, st, timeout);
 }
 
 void ac_destroy(ll_attrcache_t *c) {
@@ -263,7 +252,7 @@ static napi_value js_ac_put(napi_env env, napi_callback_info info) {
   }
   struct stat st;
   stat_from(data, &st);
-  ac_put(s, (uint64_t) num_of(env, argv[1], 0), &st, num_of(env, argv[3], 0));
+  ac_keep(s, NULL, (uint64_t) num_of(env, argv[1], 0), &st, num_of(env, argv[3], 0));
   return js_bool(env, 1);
 }
 
