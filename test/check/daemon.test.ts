@@ -30,7 +30,7 @@ afterEach(() => {
 
 /** A mount table that serves `names` (only list() is asked for by check). */
 function mounts(p: Pool, names: string[]): MountService {
-  const records = names.map((name) => ({ name, devId: p.findDevice(name)!.id, mountpoint: `/mnt/${name}` }) as MountRecord);
+  const records = names.map((name) => ({ name, devId: p.findDevice(name)!.id, mountpoint: `/mnt/${name}` }) as unknown as MountRecord);
   return { list: () => records } as unknown as MountService;
 }
 

@@ -50,7 +50,7 @@ function runChild(logFile: string): Promise<{ code: number | null; signal: NodeJ
     });
     fs.closeSync(full);
     let stdout = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code, signal, stdout }));
   });

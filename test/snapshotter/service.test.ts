@@ -73,7 +73,7 @@ class FakeMounts {
         throw new Error('not used');
       },
       stats: () => [],
-    } as MountService;
+    } as unknown as MountService;
   }
 }
 
